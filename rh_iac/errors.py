@@ -1,0 +1,85 @@
+"""Exceptions raised by rh_iac.
+
+Every error names the resource it is about and says what to do. They are grouped so callers can catch a family:
+``DeclarationError`` for a stack that is wrong before anything is deployed, ``DeployError`` for the engine,
+``RNSError`` for names, ``SecretError`` for secret values, ``ComputeError`` for running code on a cluster.
+"""
+
+from __future__ import annotations
+
+
+class RhIacError(Exception):
+    """Base class of every rh_iac error."""
+
+
+# --- declarations: raised at declaration time, before anything is deployed -------------------------------------
+class DeclarationError(RhIacError, ValueError):
+    """A stack file declares something invalid."""
+
+
+class InvalidNameError(DeclarationError):
+    """A resource name has characters or a length that rh_iac does not allow."""
+
+
+class DuplicateResourceError(DeclarationError):
+    """Two resources in one stack share a name."""
+
+
+class UnknownProviderError(DeclarationError):
+    """A resource or stack names a provider that rh_iac does not know."""
+
+
+class InvalidSpecError(DeclarationError):
+    """A resource field has a value of the wrong type or out of range."""
+
+
+class MissingDependencyError(DeclarationError):
+    """A resource refers to another resource that the stack does not declare."""
+
+
+class StackFileError(DeclarationError):
+    """A stack file cannot be found, or does not declare exactly one Stack."""
+
+
+# --- engines -----------------------------------------------------------------------------------------------------
+class DeployError(RhIacError):
+    """The IaC engine could not plan, apply or destroy a stack."""
+
+
+class StackLockedError(DeployError):
+    """Another process is deploying the same stack right now."""
+
+
+class EngineNotAvailableError(DeployError):
+    """The selected engine or provider cannot run here."""
+
+
+# --- names -------------------------------------------------------------------------------------------------------
+class RNSError(RhIacError):
+    """The Resource Naming System cannot resolve or record a name."""
+
+
+class ResourceNotFoundError(RNSError, LookupError):
+    """No RNS record exists for a name."""
+
+
+class ResourceNotDeployedError(RNSError):
+    """The RNS record exists, but the resource is not deployed (it was destroyed or never applied)."""
+
+
+# --- secrets -----------------------------------------------------------------------------------------------------
+class SecretError(RhIacError):
+    """A secret value cannot be stored, read or decrypted."""
+
+
+# --- compute -----------------------------------------------------------------------------------------------------
+class ComputeError(RhIacError):
+    """Running code on a cluster failed for a reason other than the code itself."""
+
+
+class ClusterUnreachableError(ComputeError, ConnectionError):
+    """The cluster's scheduler does not answer on its recorded address."""
+
+
+class RecordCorruptError(RNSError):
+    """An RNS record file exists but is not valid JSON, or lacks a required field."""

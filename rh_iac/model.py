@@ -1,0 +1,383 @@
+"""The DSL: engine-neutral resource objects, validated when they are declared.
+
+A stack file declares resources inside a :class:`Stack`::
+
+    from rh_iac import Stack, Cluster, Folder, Table, Secret
+
+    with Stack("local", provider="local") as stack:
+        Cluster("dev-cluster", workers=2)
+        datasets = Folder("datasets")
+        Table("flights", folder=datasets)
+        Secret("demo-token", from_env="RH_IAC_DEMO_TOKEN", generate=True)
+
+Nothing here knows about Terraform, Pulumi or Dask: a resource is a name, a provider and a ``spec()`` of plain JSON
+values. Every check that can be made without deploying is made here, and raises a specific
+:class:`~rh_iac.errors.DeclarationError` that names the resource and the fix.
+"""
+
+from __future__ import annotations
+
+import re
+from contextvars import ContextVar
+from typing import Any, ClassVar, Iterator
+
+from rh_iac.errors import (
+    DuplicateResourceError,
+    InvalidNameError,
+    InvalidSpecError,
+    MissingDependencyError,
+    UnknownProviderError,
+)
+
+#: Providers rh_iac knows. Which engine can deploy which provider is the engines' business.
+PROVIDERS = ("local", "aws", "gcp")
+
+_NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,61}[a-z0-9]$|^[a-z]$")
+_ENV_VAR_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+_current_stack: ContextVar["Stack | None"] = ContextVar("rh_iac_current_stack", default=None)
+
+
+def validate_name(name: object, what: str) -> str:
+    """Return ``name`` if it is a valid resource name, else raise :class:`InvalidNameError`."""
+    if not isinstance(name, str) or not _NAME_RE.match(name) or "--" in name:
+        raise InvalidNameError(
+            f"{what} name {name!r} is invalid: use 1-63 lowercase letters, digits and single hyphens, "
+            f"starting with a letter and not ending with a hyphen (e.g. 'dev-cluster')."
+        )
+    return name
+
+
+def _validate_provider(provider: object, where: str) -> str:
+    if provider not in PROVIDERS:
+        raise UnknownProviderError(
+            f"{where}: unknown provider {provider!r}; choose one of {', '.join(PROVIDERS)}."
+        )
+    return provider  # type: ignore[return-value]
+
+
+def _int_field(resource: "Resource", field: str, value: object, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidSpecError(
+            f"{resource.label}: {field} must be an integer, got {value!r} ({type(value).__name__})."
+        )
+    if value < minimum:
+        raise InvalidSpecError(f"{resource.label}: {field} must be >= {minimum}, got {value}.")
+    return value
+
+
+class Resource:
+    """Base class of every declared resource.
+
+    A resource created while a :class:`Stack` is the active context registers itself with that stack. Outside a
+    stack it is a free-standing object (for instance one loaded back from RNS).
+    """
+
+    kind: ClassVar[str] = "resource"
+
+    def __init__(self, name: str, *, provider: str | None = None) -> None:
+        self.name = validate_name(name, type(self).__name__)
+        if provider is not None:
+            _validate_provider(provider, self.label)
+        self._provider = provider
+        self.stack: Stack | None = None
+        #: Values computed by the engine when deployed (scheduler address, URLs...). Filled from RNS on load.
+        self.outputs: dict[str, Any] = {}
+        stack = _current_stack.get()
+        if stack is not None:
+            stack.add(self)
+
+    @property
+    def label(self) -> str:
+        """How errors refer to this resource: ``Cluster 'dev-cluster'``."""
+        return f"{type(self).__name__} {self.name!r}"
+
+    @property
+    def provider(self) -> str:
+        if self._provider is not None:
+            return self._provider
+        if self.stack is not None:
+            return self.stack.provider
+        return "local"
+
+    def spec(self) -> dict[str, Any]:
+        """The declared fields, as plain JSON values. Subclasses extend it."""
+        return {}
+
+    def dependencies(self) -> list["Resource"]:
+        """Resources this one refers to; they must be declared in the same stack."""
+        return []
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r})"
+
+
+class Env(Resource):
+    """What a cluster's workers have: pip packages, environment variables, setup commands."""
+
+    kind = "env"
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        packages: list[str] | tuple[str, ...] = (),
+        env_vars: dict[str, str] | None = None,
+        setup: list[str] | tuple[str, ...] = (),
+        provider: str | None = None,
+    ) -> None:
+        super().__init__(name, provider=provider)
+        if isinstance(packages, str) or not all(isinstance(p, str) and p.strip() for p in packages):
+            raise InvalidSpecError(f"{self.label}: packages must be a list of pip requirement strings.")
+        env_vars = dict(env_vars or {})
+        for key, value in env_vars.items():
+            if not isinstance(key, str) or not _ENV_VAR_RE.match(key):
+                raise InvalidSpecError(f"{self.label}: {key!r} is not a valid environment variable name.")
+            if not isinstance(value, str):
+                raise InvalidSpecError(f"{self.label}: env_vars[{key!r}] must be a string, got {value!r}.")
+        if isinstance(setup, str) or not all(isinstance(c, str) for c in setup):
+            raise InvalidSpecError(f"{self.label}: setup must be a list of shell command strings.")
+        self.packages = list(packages)
+        self.env_vars = env_vars
+        self.setup = list(setup)
+
+    def spec(self) -> dict[str, Any]:
+        return {"packages": self.packages, "env_vars": self.env_vars, "setup": self.setup}
+
+
+class Cluster(Resource):
+    """A Dask cluster: one scheduler and ``workers`` worker processes, reachable over TLS only."""
+
+    kind = "cluster"
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        workers: int = 2,
+        threads_per_worker: int = 1,
+        memory_limit: str = "auto",
+        autostop_mins: int = 60,
+        env: Env | None = None,
+        provider: str | None = None,
+    ) -> None:
+        super().__init__(name, provider=provider)
+        self.workers = _int_field(self, "workers", workers, 0)
+        self.threads_per_worker = _int_field(self, "threads_per_worker", threads_per_worker, 1)
+        if not isinstance(memory_limit, str) or not memory_limit:
+            raise InvalidSpecError(f"{self.label}: memory_limit must be a string such as 'auto' or '2GiB'.")
+        self.memory_limit = memory_limit
+        if isinstance(autostop_mins, bool) or not isinstance(autostop_mins, int) or autostop_mins < -1 or autostop_mins == 0:
+            raise InvalidSpecError(
+                f"{self.label}: autostop_mins must be a positive number of idle minutes, or -1 to never stop; "
+                f"got {autostop_mins!r}."
+            )
+        self.autostop_mins = autostop_mins
+        if env is not None and not isinstance(env, Env):
+            raise InvalidSpecError(f"{self.label}: env must be an Env, got {type(env).__name__}.")
+        self.env = env
+
+    def spec(self) -> dict[str, Any]:
+        return {
+            "workers": self.workers,
+            "threads_per_worker": self.threads_per_worker,
+            "memory_limit": self.memory_limit,
+            "autostop_mins": self.autostop_mins,
+            "env": self.env.name if self.env else None,
+        }
+
+    def dependencies(self) -> list[Resource]:
+        return [self.env] if self.env else []
+
+    # --- client side: only meaningful once deployed -------------------------------------------------------------
+    def client(self, **kwargs: Any):
+        """A ``distributed.Client`` connected to this cluster over TLS."""
+        from rh_iac.compute import connect
+
+        return connect(self, **kwargs)
+
+
+class Folder(Resource):
+    """A folder of files on some storage, addressed by an fsspec URL (``outputs['url']`` once deployed)."""
+
+    kind = "folder"
+
+    def __init__(self, name: str, *, path: str | None = None, provider: str | None = None) -> None:
+        super().__init__(name, provider=provider)
+        if path is not None and (not isinstance(path, str) or not path):
+            raise InvalidSpecError(f"{self.label}: path must be a non-empty string or None.")
+        self.path = path
+
+    def spec(self) -> dict[str, Any]:
+        return {"path": self.path}
+
+    @property
+    def url(self) -> str:
+        """The folder's fsspec URL; known once the folder is deployed (or declared with an explicit URL)."""
+        if "url" in self.outputs:
+            return self.outputs["url"]
+        if self.path and "://" in self.path:
+            return self.path
+        raise _not_deployed(self, "url")
+
+
+class Table(Resource):
+    """A table stored as parquet files in a :class:`Folder`."""
+
+    kind = "table"
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        folder: Folder,
+        partition_on: list[str] | tuple[str, ...] = (),
+        provider: str | None = None,
+    ) -> None:
+        super().__init__(name, provider=provider)
+        if not isinstance(folder, Folder):
+            raise MissingDependencyError(
+                f"{self.label}: folder must be a Folder declared in the stack, got {folder!r}."
+            )
+        if isinstance(partition_on, str) or not all(isinstance(c, str) and c for c in partition_on):
+            raise InvalidSpecError(f"{self.label}: partition_on must be a list of column names.")
+        self.folder = folder
+        self.partition_on = list(partition_on)
+
+    def spec(self) -> dict[str, Any]:
+        return {"folder": self.folder.name, "format": "parquet", "partition_on": self.partition_on}
+
+    def dependencies(self) -> list[Resource]:
+        return [self.folder]
+
+    @property
+    def url(self) -> str:
+        if "url" in self.outputs:
+            return self.outputs["url"]
+        return self.folder.url.rstrip("/") + "/" + self.name
+
+
+class Blob(Resource):
+    """One object (bytes or a picklable value) in a :class:`Folder`."""
+
+    kind = "blob"
+
+    def __init__(self, name: str, *, folder: Folder, provider: str | None = None) -> None:
+        super().__init__(name, provider=provider)
+        if not isinstance(folder, Folder):
+            raise MissingDependencyError(f"{self.label}: folder must be a Folder declared in the stack.")
+        self.folder = folder
+
+    def spec(self) -> dict[str, Any]:
+        return {"folder": self.folder.name}
+
+    def dependencies(self) -> list[Resource]:
+        return [self.folder]
+
+
+class Secret(Resource):
+    """A secret value kept in a secrets store; only its name and fingerprint are ever recorded.
+
+    The value is read at deploy time from the environment variable ``from_env``; with ``generate=True`` a random
+    token is created when that variable is unset and no value exists yet.
+    """
+
+    kind = "secret"
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        from_env: str | None = None,
+        generate: bool = False,
+        provider: str | None = None,
+    ) -> None:
+        super().__init__(name, provider=provider)
+        if from_env is not None and (not isinstance(from_env, str) or not _ENV_VAR_RE.match(from_env)):
+            raise InvalidSpecError(f"{self.label}: from_env {from_env!r} is not a valid environment variable name.")
+        if not isinstance(generate, bool):
+            raise InvalidSpecError(f"{self.label}: generate must be True or False.")
+        if from_env is None and not generate:
+            raise InvalidSpecError(
+                f"{self.label}: give the value a source: from_env='VAR_NAME', generate=True, or both."
+            )
+        self.from_env = from_env
+        self.generate = generate
+
+    def spec(self) -> dict[str, Any]:
+        return {"from_env": self.from_env, "generate": self.generate}
+
+
+class Stack:
+    """A named set of resources deployed together, on one default provider."""
+
+    def __init__(self, name: str, *, provider: str = "local", description: str = "") -> None:
+        self.name = validate_name(name, "Stack")
+        self.provider = _validate_provider(provider, f"Stack {name!r}")
+        self.description = description
+        self._resources: dict[str, Resource] = {}
+        self._token = None
+
+    # --- declaration ----------------------------------------------------------------------------------------------
+    def __enter__(self) -> "Stack":
+        self._token = _current_stack.set(self)
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        _current_stack.reset(self._token)
+        self._token = None
+        if exc_type is None:
+            self.validate()
+
+    def add(self, resource: Resource) -> Resource:
+        """Add ``resource`` to the stack; names are unique within a stack."""
+        if resource.name in self._resources:
+            other = self._resources[resource.name]
+            raise DuplicateResourceError(
+                f"Stack {self.name!r}: {resource.label} has the same name as {other.label}; "
+                f"names are unique within a stack, rename one of them."
+            )
+        if resource.stack is not None and resource.stack is not self:
+            raise DuplicateResourceError(f"{resource.label} is already declared in stack {resource.stack.name!r}.")
+        resource.stack = self
+        self._resources[resource.name] = resource
+        return resource
+
+    def validate(self) -> "Stack":
+        """Check references between resources; raises a :class:`DeclarationError`."""
+        for resource in self._resources.values():
+            for dep in resource.dependencies():
+                if self._resources.get(dep.name) is not dep:
+                    raise MissingDependencyError(
+                        f"{resource.label} refers to {dep.label}, which stack {self.name!r} does not declare; "
+                        f"declare it inside the same `with Stack(...)` block."
+                    )
+        return self
+
+    # --- access ---------------------------------------------------------------------------------------------------
+    def __iter__(self) -> Iterator[Resource]:
+        return iter(self._resources.values())
+
+    def __len__(self) -> int:
+        return len(self._resources)
+
+    def __getitem__(self, name: str) -> Resource:
+        return self._resources[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._resources
+
+    def resources(self, kind: str | None = None) -> list[Resource]:
+        return [r for r in self._resources.values() if kind is None or r.kind == kind]
+
+    def __repr__(self) -> str:
+        return f"Stack({self.name!r}, provider={self.provider!r}, resources={list(self._resources)})"
+
+
+def _not_deployed(resource: Resource, field: str):
+    from rh_iac.errors import ResourceNotDeployedError
+
+    return ResourceNotDeployedError(
+        f"{resource.label} has no {field} yet: deploy its stack (`invoke deploy`) or load it by name "
+        f"with rh_iac.load({resource.name!r})."
+    )

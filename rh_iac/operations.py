@@ -1,0 +1,158 @@
+"""The everyday operations on a stack — deploy, preview, status, destroy — as library calls.
+
+``tasks.py`` only wraps these. Each one loads and validates the stack file first, so an invalid declaration fails
+before the engine runs; deploy and destroy hold the stack's lock and record the outcome in RNS.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from rh_iac.engines.terraform import Plan, TerraformEngine
+from rh_iac.locks import stack_lock
+from rh_iac.model import Resource, Stack
+from rh_iac.project import Project
+from rh_iac.providers import terraform_target
+
+RNS_SCHEMA_VERSION = 1
+
+
+@dataclass
+class DeployResult:
+    stack: str
+    plan: Plan
+    applied: bool
+    rns_commit: str | None
+    records: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class Preview:
+    stack: str
+    plan: Plan
+    rns_changes: dict[str, tuple[dict | None, dict | None]]
+
+
+@dataclass
+class ResourceStatus:
+    name: str
+    kind: str
+    state: str  # "healthy" | "degraded" | "stopped" | "not deployed"
+    detail: str
+    outputs: dict[str, Any] = field(default_factory=dict)
+
+
+def _engine(project: Project, stack: Stack) -> tuple[TerraformEngine, Any]:
+    target = terraform_target(stack.provider)
+    state_dir = project.state_dir(stack.name)
+    provider = target.provider_spec(stack, state_dir, project.root, project.plugin_dir)
+    blocks = [b for b in (target.render(r) for r in stack) if b is not None]
+    return TerraformEngine(stack.name, state_dir / "terraform", provider, blocks), target
+
+
+def _record(resource: Resource, stack: Stack, attributes: dict[str, Any] | None, outputs: tuple[str, ...]) -> dict:
+    """The RNS record of a resource: what was declared and what the engine computed; never a secret value."""
+    deployed = attributes is not None or resource.kind == "env"
+    return {
+        "schema_version": RNS_SCHEMA_VERSION,
+        "name": resource.name,
+        "type": resource.kind,
+        "provider": resource.provider,
+        "stack": stack.name,
+        "engine": "terraform",
+        "spec": resource.spec(),
+        "outputs": {k: attributes[k] for k in outputs if attributes and attributes.get(k) is not None},
+        "status": "deployed" if deployed else "not deployed",
+    }
+
+
+def _records(stack: Stack, state: dict[str, dict[str, Any]], target: Any) -> list[dict]:
+    return [_record(r, stack, state.get(r.name), target.OUTPUTS.get(r.kind, ())) for r in stack]
+
+
+def _load(project: Project | None, stack_name: str) -> tuple[Project, Stack]:
+    project = project or Project.find()
+    return project, project.load_stack(stack_name)
+
+
+def deploy(stack_name: str = "local", project: Project | None = None) -> DeployResult:
+    """Plan the stack and apply the plan if it changes anything; then record every resource in RNS and commit."""
+    project, stack = _load(project, stack_name)
+    with stack_lock(project.state_dir(stack.name), stack.name, "deploy"):
+        engine, target = _engine(project, stack)
+        plan = engine.plan()
+        if plan.has_changes:
+            engine.apply(plan)
+        records = _records(stack, engine.state(), target)
+        rns = project.rns()
+        for record in records:
+            rns.write(record)
+        for name in rns.list():  # resources removed from the stack file were destroyed by this apply
+            if name not in stack:
+                old = rns.read(name)
+                if old.get("stack") == stack.name and old.get("status") != "destroyed":
+                    rns.write({**old, "outputs": {}, "status": "destroyed"})
+        summary = ", ".join(f"{v} {k}" for k, v in plan.summary().items() if v)
+        commit = rns.commit(f"rns: deploy stack {stack.name}" + (f" ({summary})" if summary else ""))
+    return DeployResult(stack.name, plan, plan.has_changes, commit, records)
+
+
+def preview(stack_name: str = "local", project: Project | None = None, *, destroy: bool = False) -> Preview:
+    """The plan the next deploy (or destroy) would apply, with drift, and how RNS records would change."""
+    project, stack = _load(project, stack_name)
+    engine, target = _engine(project, stack)
+    plan = engine.plan(destroy=destroy)
+    rns = project.rns()
+    changes: dict[str, tuple[dict | None, dict | None]] = {}
+    for change in plan.changes:
+        resource = stack[change.name] if change.name in stack else None
+        try:
+            before = rns.read(change.name)
+        except LookupError:
+            before = None
+        after = None
+        if resource is not None:
+            after = _record(resource, stack, None if (destroy or change.action == "delete") else
+                            {k: "(known after apply)" if change.unknown.get(k) else (change.after or {}).get(k)
+                             for k in target.OUTPUTS.get(resource.kind, ())}, target.OUTPUTS.get(resource.kind, ()))
+            if destroy:
+                after["status"] = "destroyed"
+        changes[change.name] = (before, after)
+    return Preview(stack.name, plan, changes)
+
+
+def status(stack_name: str = "local", project: Project | None = None) -> list[ResourceStatus]:
+    """Live health of every resource of the stack, asked of the resources themselves (not of recorded state)."""
+    project, stack = _load(project, stack_name)
+    engine, target = _engine(project, stack)
+    state = engine.state()
+    rows = []
+    for resource in stack:
+        attributes = state.get(resource.name)
+        if attributes is None:
+            rows.append(ResourceStatus(resource.name, resource.kind, "not deployed", "run `invoke deploy`"))
+            continue
+        health, detail = target.health(resource, attributes, project.state_dir(stack.name))
+        outputs = {k: attributes.get(k) for k in target.OUTPUTS.get(resource.kind, ()) if k != "tls"}
+        rows.append(ResourceStatus(resource.name, resource.kind, health, detail, outputs))
+    return rows
+
+
+def destroy(stack_name: str = "local", project: Project | None = None) -> DeployResult:
+    """Destroy every resource of the stack; RNS records each as destroyed, in one commit."""
+    project, stack = _load(project, stack_name)
+    with stack_lock(project.state_dir(stack.name), stack.name, "destroy"):
+        engine, target = _engine(project, stack)
+        plan = engine.plan(destroy=True)
+        if plan.has_changes:
+            engine.apply(plan)
+        rns = project.rns()
+        records = []
+        for resource in stack:
+            record = _record(resource, stack, None, ())
+            record["status"] = "destroyed"
+            records.append(record)
+            rns.write(record)
+        commit = rns.commit(f"rns: destroy stack {stack.name}")
+    return DeployResult(stack.name, plan, plan.has_changes, commit, records)
