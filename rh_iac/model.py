@@ -18,6 +18,7 @@ values. Every check that can be made without deploying is made here, and raises 
 from __future__ import annotations
 
 import re
+from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any, ClassVar, Iterator
 
@@ -36,6 +37,7 @@ _NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,61}[a-z0-9]$|^[a-z]$")
 _ENV_VAR_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 _current_stack: ContextVar["Stack | None"] = ContextVar("rh_iac_current_stack", default=None)
+_declared_stacks: ContextVar["list[Stack] | None"] = ContextVar("rh_iac_declared_stacks", default=None)
 
 
 def validate_name(name: object, what: str) -> str:
@@ -317,6 +319,9 @@ class Stack:
         self.description = description
         self._resources: dict[str, Resource] = {}
         self._token = None
+        collector = _declared_stacks.get()
+        if collector is not None:
+            collector.append(self)
 
     # --- declaration ----------------------------------------------------------------------------------------------
     def __enter__(self) -> "Stack":
@@ -372,6 +377,17 @@ class Stack:
 
     def __repr__(self) -> str:
         return f"Stack({self.name!r}, provider={self.provider!r}, resources={list(self._resources)})"
+
+
+@contextmanager
+def collect_stacks() -> Iterator[list[Stack]]:
+    """Collect every Stack created in the block (how a stack file is read: ``with Stack(...):`` needs no name)."""
+    stacks: list[Stack] = []
+    token = _declared_stacks.set(stacks)
+    try:
+        yield stacks
+    finally:
+        _declared_stacks.reset(token)
 
 
 def _not_deployed(resource: Resource, field: str):

@@ -6,7 +6,9 @@ before the engine runs; deploy and destroy hold the stack's lock and record the 
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from rh_iac.engines.terraform import Plan, TerraformEngine
@@ -51,9 +53,22 @@ def _engine(project: Project, stack: Stack) -> tuple[TerraformEngine, Any]:
     return TerraformEngine(stack.name, state_dir / "terraform", provider, blocks), target
 
 
-def _record(resource: Resource, stack: Stack, attributes: dict[str, Any] | None, outputs: tuple[str, ...]) -> dict:
+def _portable(value: Any, root: Path) -> Any:
+    """Paths inside the project are recorded relative to it, so a record reads the same on every checkout."""
+    if isinstance(value, dict):
+        return {k: _portable(v, root) for k, v in value.items()}
+    if isinstance(value, str) and value.startswith(str(root) + os.sep):
+        return os.path.relpath(value, root)
+    return value
+
+
+def _record(resource: Resource, stack: Stack, attributes: dict[str, Any] | None, outputs: tuple[str, ...],
+            root: Path | None = None) -> dict:
     """The RNS record of a resource: what was declared and what the engine computed; never a secret value."""
     deployed = attributes is not None or resource.kind == "env"
+    values = {k: attributes[k] for k in outputs if attributes and attributes.get(k) is not None}
+    if root is not None and resource.kind == "cluster":
+        values = _portable(values, root)
     return {
         "schema_version": RNS_SCHEMA_VERSION,
         "name": resource.name,
@@ -62,13 +77,13 @@ def _record(resource: Resource, stack: Stack, attributes: dict[str, Any] | None,
         "stack": stack.name,
         "engine": "terraform",
         "spec": resource.spec(),
-        "outputs": {k: attributes[k] for k in outputs if attributes and attributes.get(k) is not None},
+        "outputs": values,
         "status": "deployed" if deployed else "not deployed",
     }
 
 
-def _records(stack: Stack, state: dict[str, dict[str, Any]], target: Any) -> list[dict]:
-    return [_record(r, stack, state.get(r.name), target.OUTPUTS.get(r.kind, ())) for r in stack]
+def _records(stack: Stack, state: dict[str, dict[str, Any]], target: Any, root: Path) -> list[dict]:
+    return [_record(r, stack, state.get(r.name), target.OUTPUTS.get(r.kind, ()), root) for r in stack]
 
 
 def _load(project: Project | None, stack_name: str) -> tuple[Project, Stack]:
@@ -84,7 +99,7 @@ def deploy(stack_name: str = "local", project: Project | None = None) -> DeployR
         plan = engine.plan()
         if plan.has_changes:
             engine.apply(plan)
-        records = _records(stack, engine.state(), target)
+        records = _records(stack, engine.state(), target, project.root)
         rns = project.rns()
         for record in records:
             rns.write(record)

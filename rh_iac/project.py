@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rh_iac.errors import StackFileError
-from rh_iac.model import Stack
+from rh_iac.model import Stack, collect_stacks
 
 STATE_FOLDER = ".rh_iac"
 
@@ -51,11 +51,11 @@ class Project:
         if not path.is_file():
             known = ", ".join(self.stack_names()) or "none"
             raise StackFileError(f"stack {name!r}: no stack file {path}; known stacks: {known}.")
-        namespace = runpy.run_path(str(path), run_name=f"rh_iac_stack_{name}")
-        stacks = [v for v in namespace.values() if isinstance(v, Stack)]
+        with collect_stacks() as stacks:
+            runpy.run_path(str(path), run_name=f"rh_iac_stack_{name}")
         if len(stacks) != 1:
             raise StackFileError(
-                f"stack file {path} must declare exactly one Stack at module level, found {len(stacks)}."
+                f"stack file {path} must declare exactly one Stack, found {len(stacks)}."
             )
         stack = stacks[0].validate()
         if stack.name != name:

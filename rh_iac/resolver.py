@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 from rh_iac.errors import RNSError
@@ -39,7 +41,18 @@ def _build(record: dict[str, Any], rns: Any) -> Resource:
     return resource
 
 
+def _absolute(outputs: dict[str, Any], root: Path) -> dict[str, Any]:
+    """RNS records project paths relative to the project (see operations._portable); make them usable here."""
+    tls = outputs.get("tls")
+    if isinstance(tls, dict):
+        outputs["tls"] = {k: v if os.path.isabs(v) else str(root / v) for k, v in tls.items()}
+    return outputs
+
+
 def load(name: str, project: Project | None = None) -> Resource:
     """The resource recorded under ``name``, with its deployed outputs (address, URLs) filled in."""
-    rns = (project or Project.find()).rns()
-    return _build(rns.read(name), rns)
+    project = project or Project.find()
+    rns = project.rns()
+    resource = _build(rns.read(name), rns)
+    _absolute(resource.outputs, project.root)
+    return resource

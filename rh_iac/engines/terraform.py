@@ -254,14 +254,15 @@ class TerraformEngine:
             raise DeployError(f"stack {self.stack_name!r}: terraform {command} failed:\n{self._errors(stdout, stderr)}")
 
     def prepare(self) -> None:
-        """Synthesize if needed, and ``terraform init`` after every new synth (offline: dev_overrides, local backend).
+        """Synthesize if needed, and ``terraform init`` the working folder once (offline: dev_overrides, local backend).
 
-        ``-migrate-state -force-copy`` carries existing state over if the backend settings ever change.
+        The backend never changes (local, ``terraform.tfstate``), so one init serves every later configuration; a
+        second init would also look the provider up in a registry for the resources already in state.
         """
-        written = self.write_config()
-        if not written and (self.workdir / ".terraform" / "terraform.tfstate").exists():
+        self.write_config()
+        if (self.workdir / ".terraform" / "terraform.tfstate").exists():
             return
-        retcode, out, err = self._run("init", "-input=false", "-migrate-state", "-force-copy", json_output=False)
+        retcode, out, err = self._run("init", "-input=false", json_output=False)
         self._check("init", retcode, out, err)
 
     def plan(self, *, destroy: bool = False) -> Plan:

@@ -1,0 +1,131 @@
+"""Deploys that fail, are interrupted or collide: state stays consistent, the next deploy converges."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+import rh_iac
+from rh_iac.errors import DeployError, StackLockedError
+from rh_iac.locks import stack_lock
+from rh_iac.project import Project
+
+from conftest import pid_alive, recorded_pids
+
+pytestmark = pytest.mark.timeout(600)
+
+SMALL = """
+from rh_iac import Cluster, Folder, Stack, Table
+with Stack("small", provider="local"):
+    Cluster("small-cluster", workers={workers}, memory_limit="{memory}")
+    data = Folder("data")
+    Table("t", folder=data)
+"""
+
+
+def _state_names(proj, stack="small") -> set[str]:
+    path = proj.root / f".rh_iac/{stack}/terraform/terraform.tfstate"
+    if not path.exists():
+        return set()
+    return {r["name"] for r in json.loads(path.read_text()).get("resources", [])}
+
+
+def test_failed_apply_keeps_state_consistent_and_the_next_deploy_converges(project, monkeypatch):
+    monkeypatch.setenv("RH_IAC_HOME", str(project.home))
+    p = Project(project.root)
+    project.write_stack("small", SMALL.format(workers=1, memory="not-a-size"))
+    with pytest.raises(DeployError, match="small-cluster"):
+        rh_iac.deploy("small", project=p)
+    # what did succeed is recorded by Terraform; the failed cluster left nothing running
+    assert _state_names(project) == {"data", "t"}
+    assert not [pid for pid in recorded_pids(project.root) if pid_alive(pid)]
+    assert not (project.root / "rns").exists()  # nothing recorded for a deploy that failed
+
+    project.write_stack("small", SMALL.format(workers=1, memory="auto"))
+    result = rh_iac.deploy("small", project=p)
+    assert [c.name for c in result.plan.changes] == ["small-cluster"]  # the rest is already there
+    assert _state_names(project) == {"data", "t", "small-cluster"}
+    record = json.loads((project.root / "rns/small-cluster.json").read_text())
+    assert record["status"] == "deployed" and record["outputs"]["scheduler_address"].startswith("tls://")
+    rh_iac.destroy("small", project=p)
+    assert not [pid for pid in recorded_pids(project.root) if pid_alive(pid)]
+
+
+def test_a_concurrent_deploy_is_locked_out(project):
+    project.write_stack("small", SMALL.format(workers=1, memory="auto"))
+    state_dir = Project(project.root).state_dir("small")
+    with stack_lock(state_dir, "small", "deploy"):
+        proc = project.invoke("deploy", "--stack", "small", check=False)
+    assert proc.returncode != 0
+    assert "StackLockedError" in proc.stderr and f"pid {os.getpid()}" in proc.stderr
+    assert _state_names(project) == set()
+
+    # two real deploys started together: one runs, the other is refused at once
+    first = subprocess.Popen([sys.executable, "-m", "invoke", "deploy", "--stack", "small"], cwd=project.root,
+                             env=project.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while "pid" not in (state_dir / "lock").read_text() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        second = project.invoke("deploy", "--stack", "small", check=False)
+        assert second.returncode != 0 and "is locked by pid" in second.stderr
+        out, err = first.communicate(timeout=300)
+        assert first.returncode == 0, err
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert _state_names(project) == {"data", "t", "small-cluster"}
+    project.invoke("destroy", "--stack", "small")
+
+
+def test_an_interrupted_deploy_converges_and_leaves_no_orphans(project):
+    project.write_stack("small", SMALL.format(workers=2, memory="auto"))
+    deploy = subprocess.Popen([sys.executable, "-m", "invoke", "deploy", "--stack", "small"], cwd=project.root,
+                              env=project.env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    try:
+        # kill the whole deploy (invoke, terraform, the provider plugin) once the cluster's processes are starting
+        deadline = time.monotonic() + 120
+        while not recorded_pids(project.root) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert recorded_pids(project.root), "the deploy never started the cluster"
+    finally:
+        os.killpg(deploy.pid, signal.SIGKILL)
+        deploy.wait()
+    orphans = recorded_pids(project.root)
+
+    project.invoke("deploy", "--stack", "small")
+    status = project.invoke("status", "--stack", "small").stdout
+    assert "2/2 workers" in status and "healthy" in status
+    state = json.loads((project.root / ".rh_iac/small/terraform/terraform.tfstate").read_text())
+    cluster = next(r for r in state["resources"] if r["name"] == "small-cluster")["instances"][0]["attributes"]
+    live = {cluster["scheduler_pid"], *cluster["worker_pids"]}
+    time.sleep(2)  # give PID 1 time to reap anything that was stopped
+    assert not [pid for pid in orphans if pid not in live and pid_alive(pid)], "orphans of the killed deploy remain"
+    assert "No changes" in project.invoke("deploy", "--stack", "small").stdout
+    project.invoke("destroy", "--stack", "small")
+
+
+def test_rns_commit_never_takes_the_users_other_changes(project):
+    project.write_stack("small", SMALL.format(workers=1, memory="auto"))
+    (project.root / "notes.txt").write_text("staged work\n")
+    project.git("add", "notes.txt")
+    (project.root / "tasks.py").write_text((project.root / "tasks.py").read_text() + "\n# unstaged edit\n")
+    project.invoke("deploy", "--stack", "small")
+    committed = project.git("show", "--name-only", "--format=", "HEAD").split()
+    assert committed and all(path.startswith("rns/") for path in committed)
+    assert project.git("diff", "--cached", "--name-only").split() == ["notes.txt"]
+    assert "tasks.py" in project.git("diff", "--name-only")
+
+    # a resource removed from the stack file is destroyed, and RNS records that
+    project.write_stack("small", SMALL.format(workers=1, memory="auto").replace('    Table("t", folder=data)\n', ""))
+    project.invoke("deploy", "--stack", "small")
+    assert json.loads((project.root / "rns/t.json").read_text())["status"] == "destroyed"
+    assert "t" not in _state_names(project)
+    project.invoke("destroy", "--stack", "small")
