@@ -99,7 +99,8 @@ def deploy(stack_name: str = "local", project: Project | None = None) -> DeployR
         plan = engine.plan()
         if plan.has_changes:
             engine.apply(plan)
-        records = _records(stack, engine.state(), target, project.root)
+        state = engine.state() if plan.has_changes else plan.prior_state
+        records = _records(stack, state, target, project.root)
         rns = project.rns()
         for record in records:
             rns.write(record)

@@ -87,6 +87,8 @@ class Plan:
     changes: list[Change]
     drift: list[Change]
     destroy: bool = False
+    #: every resource's attributes as refreshed by this plan, by rh_iac name
+    prior_state: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def has_changes(self) -> bool:
@@ -284,7 +286,14 @@ class TerraformEngine:
             changes=[c for c in changes if c.action not in ("no-op", "read")],
             drift=[d for d in drift if d.action != "no-op"],
             destroy=destroy,
+            prior_state=self._resources(shown.get("prior_state") or {}),
         )
+
+    @staticmethod
+    def _resources(state_doc: dict) -> dict[str, dict[str, Any]]:
+        """``{name: {"type": ..., **attributes}}`` of the managed resources in a ``show -json`` state document."""
+        resources = (state_doc.get("values") or {}).get("root_module", {}).get("resources", [])
+        return {r["name"]: {"type": r["type"], **r.get("values", {})} for r in resources if r.get("mode") == "managed"}
 
     @staticmethod
     def _change(rc: dict) -> Change:
@@ -305,9 +314,7 @@ class TerraformEngine:
         self.prepare()
         retcode, out, err = self._run("show")
         self._check("show", retcode, out, err)
-        doc = json.loads(out or "{}")
-        resources = (doc.get("values") or {}).get("root_module", {}).get("resources", [])
-        return {r["name"]: {"type": r["type"], **r.get("values", {})} for r in resources if r.get("mode") == "managed"}
+        return self._resources(json.loads(out or "{}"))
 
     def forget(self) -> None:
         """Remove the working folder after a complete destroy (state included: nothing is left to track)."""

@@ -190,11 +190,14 @@ def _spec(spec: dict) -> dict[str, Any]:
     """``spec`` with plain types (engines may hand numbers over as floats, env_vars as None)."""
     return {"workers": int(spec["workers"]), "threads_per_worker": int(spec["threads_per_worker"]),
             "memory_limit": str(spec["memory_limit"]), "autostop_mins": int(spec["autostop_mins"]),
-            "env_vars": {str(k): str(v) for k, v in (spec.get("env_vars") or {}).items()}}
+            "env_vars": {str(k): str(v) for k, v in (spec.get("env_vars") or {}).items()},
+            "scrub_env": sorted(str(k) for k in spec.get("scrub_env") or ())}
 
 
-def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    return {**os.environ, **(extra or {}), "DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION": "True"}
+def _env(spec: dict, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The deploying environment minus the variables that carry secret values (``scrub_env``), plus ``extra``."""
+    inherited = {k: v for k, v in os.environ.items() if k not in spec["scrub_env"]}
+    return {**inherited, **(extra or {}), "DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION": "True"}
 
 
 def _start_scheduler(name: str, rdir: Path, tls: ClusterTLS, spec: dict, record: dict, timeout: float) -> None:
@@ -203,7 +206,7 @@ def _start_scheduler(name: str, rdir: Path, tls: ClusterTLS, spec: dict, record:
     sched_file.unlink(missing_ok=True)
     idle = None if spec["autostop_mins"] == -1 else int(spec["autostop_mins"]) * 60
     argv = scheduler_argv(sys.executable, tls, HOST, 0, f"{HOST}:0", sched_file, idle)
-    pid = _spawn(argv, log, _env(), rdir)
+    pid = _spawn(argv, log, _env(spec), rdir)
     record["scheduler"] = {"pid": pid, "log": str(log)}
     _save(rdir, record)
     deadline = time.monotonic() + timeout
@@ -236,7 +239,7 @@ def _start_workers(name: str, rdir: Path, tls: ClusterTLS, spec: dict, record: d
         work.mkdir(mode=0o700, exist_ok=True)
         argv = worker_argv(sys.executable, tls, record["address"], HOST, spec["threads_per_worker"],
                            spec["memory_limit"], wname, DEATH_TIMEOUT_S, work)
-        started.append({"pid": _spawn(argv, log, _env(spec.get("env_vars")), rdir), "name": wname, "log": str(log)})
+        started.append({"pid": _spawn(argv, log, _env(spec, spec.get("env_vars")), rdir), "name": wname, "log": str(log)})
         record["workers"].append(started[-1])
         _save(rdir, record)
     return started

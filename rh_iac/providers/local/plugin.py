@@ -73,9 +73,9 @@ class DaskCluster(_LocalResource):
             ],
         )
 
-    @staticmethod
-    def _spec(planned: dict) -> dict:
+    def _spec(self, planned: dict) -> dict:
         return {
+            "scrub_env": list(self.provider.config.get("secret_env_vars") or []),
             "workers": int(planned["workers"]),
             "threads_per_worker": int(planned["threads_per_worker"]),
             "memory_limit": planned["memory_limit"],
@@ -249,6 +249,8 @@ class LocalProvider(Provider):
             _attr("stack", types.String(), required=True),
             _attr("state_dir", types.String(), required=True),
             _attr("project_dir", types.String(), required=True),
+            # names of the variables that carry secret values: never passed on to the processes we start
+            _attr("secret_env_vars", types.List(types.String()), optional=True),
         ])
 
     def validate_config(self, diags, config):

@@ -46,7 +46,12 @@ def provider_spec(stack: Stack, state_dir: Path, project_dir: Path, plugin_dir: 
     return TerraformProviderSpec(
         name=NAME,
         source=SOURCE,
-        config={"stack": stack.name, "state_dir": str(state_dir), "project_dir": str(project_dir)},
+        config={
+            "stack": stack.name,
+            "state_dir": str(state_dir),
+            "project_dir": str(project_dir),
+            "secret_env_vars": sorted({s.from_env for s in stack.resources("secret") if s.from_env}),
+        },
         plugin_dir=install_plugin(plugin_dir),
     )
 
