@@ -43,6 +43,16 @@ class ClusterTLS:
             **{f"tls_{role}_cert": cert, f"tls_{role}_key": key},
         )
 
+    def all_roles_security(self):
+        """A ``distributed.Security`` holding every role's certificate: what an in-process LocalCluster needs."""
+        from distributed import Security
+
+        return Security(
+            require_encryption=True,
+            tls_ca_file=self.ca_file,
+            **{f"tls_{role}_{part}": getattr(self, f"{role}_{part}") for role in ROLES for part in ("cert", "key")},
+        )
+
     def cli_args(self, role: Role) -> list[str]:
         """Arguments for ``dask scheduler`` / ``dask worker``."""
         return [

@@ -128,3 +128,31 @@ def deployed_project(tmp_path_factory):
 
 #: a recognisable secret value that must never appear anywhere but the encrypted store
 CANARY = "canary-7f3a9c1e-never-log-me"
+
+
+@pytest.fixture(scope="module")
+def tls(tmp_path_factory):
+    from rh_iac.tls import issue_cluster_tls
+
+    return issue_cluster_tls(tmp_path_factory.mktemp("stack"), "test", "c")
+
+
+@pytest.fixture(scope="module")
+def cluster(tls):
+    """A deployed-looking Cluster('c') backed by a real mutual-TLS LocalCluster (2 worker processes x 1 thread)."""
+    from distributed import LocalCluster
+
+    from rh_iac import compute
+    from rh_iac.model import Cluster
+
+    lc = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", protocol="tls",
+                      security=tls.all_roles_security(), dashboard_address=None)
+    try:
+        c = Cluster("c")
+        c.outputs = {"scheduler_address": lc.scheduler_address, "tls": tls.to_dict()}
+        yield c
+    finally:
+        try:
+            compute.disconnect()
+        finally:
+            lc.close()

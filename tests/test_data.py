@@ -11,48 +11,6 @@ import pytest
 
 from rh_iac import compute, data, demo
 from rh_iac.model import Cluster, Folder, Table
-from rh_iac.tls import issue_cluster_tls
-
-
-def _server_security(tls):
-    from distributed import Security
-
-    return Security(
-        require_encryption=True,
-        tls_ca_file=tls.ca_file,
-        tls_scheduler_cert=tls.scheduler_cert,
-        tls_scheduler_key=tls.scheduler_key,
-        tls_worker_cert=tls.worker_cert,
-        tls_worker_key=tls.worker_key,
-        tls_client_cert=tls.client_cert,
-        tls_client_key=tls.client_key,
-    )
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    """A deployed-looking Cluster('c') backed by a real TLS LocalCluster (2 worker processes x 1 thread)."""
-    from distributed import LocalCluster
-
-    tls = issue_cluster_tls(tmp_path_factory.mktemp("stack"), "test", "c")
-    lc = LocalCluster(
-        n_workers=2,
-        threads_per_worker=1,
-        processes=True,
-        host="127.0.0.1",
-        protocol="tls",
-        security=_server_security(tls),
-        dashboard_address=None,
-    )
-    try:
-        c = Cluster("c")
-        c.outputs = {"scheduler_address": lc.scheduler_address, "tls": tls.to_dict()}
-        yield c
-    finally:
-        try:
-            compute.disconnect()
-        finally:
-            lc.close()
 
 
 def _table(root, name="events", **kwargs) -> Table:
