@@ -6,6 +6,10 @@ process is started in its own session (it survives the provider plugin that star
 by ``/proc/PID/stat`` (a zombie is dead, and ``os.kill(pid, 0)`` would wrongly say alive) plus the command line (so a
 reused PID is not mistaken for ours) and by the scheduler accepting connections. ``distributed`` is imported only to
 wait for workers to register; ``read`` and ``health`` stay on ``/proc`` and one socket.
+
+A cluster with an Env runs its workers in that Env's virtualenv (:mod:`rh_iac.providers.local.envs`), built before
+any running process is touched: an Env that cannot be built fails the deploy and leaves the cluster as it was. The
+scheduler always runs on this interpreter.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from rh_iac.errors import DeployError
+from rh_iac.providers.local.envs import ensure_env, prune_envs
 from rh_iac.tls import ClusterTLS, issue_cluster_tls
 from runtime.dask_node import SCHEDULER_MODULE, WORKER_MODULE, scheduler_argv, worker_argv
 
@@ -191,6 +196,9 @@ def _spec(spec: dict) -> dict[str, Any]:
     return {"workers": int(spec["workers"]), "threads_per_worker": int(spec["threads_per_worker"]),
             "memory_limit": str(spec["memory_limit"]), "autostop_mins": int(spec["autostop_mins"]),
             "env_vars": {str(k): str(v) for k, v in (spec.get("env_vars") or {}).items()},
+            "env_name": str(spec.get("env_name") or "") or None,
+            "env_packages": [str(p) for p in spec.get("env_packages") or ()],
+            "env_setup": [str(c) for c in spec.get("env_setup") or ()],
             "scrub_env": sorted(str(k) for k in spec.get("scrub_env") or ())}
 
 
@@ -198,6 +206,25 @@ def _env(spec: dict, extra: dict[str, str] | None = None) -> dict[str, str]:
     """The deploying environment minus the variables that carry secret values (``scrub_env``), plus ``extra``."""
     inherited = {k: v for k, v in os.environ.items() if k not in spec["scrub_env"]}
     return {**inherited, **(extra or {}), "DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION": "True"}
+
+
+def _worker_python(spec: dict, state_dir: Path) -> str:
+    """The interpreter the workers run: the Env's virtualenv (built now unless it exists), else this one."""
+    if not spec["env_name"]:
+        return sys.executable
+    return str(ensure_env(Path(state_dir), spec["env_name"], spec["env_packages"], spec["env_setup"],
+                          env=_env(spec)))
+
+
+def _prune_unused_envs(state_dir: Path, old: dict | None, new: dict | None, python: str | None) -> None:
+    """After a switch: delete the venvs of the old and the new Env that no process runs any more (best effort)."""
+    new_env = (new or {}).get("env_name")
+    for env_name in {n for n in ((old or {}).get("env_name"), new_env) if n}:
+        keep = Path(python).parent.parent if env_name == new_env and python else None
+        try:
+            prune_envs(Path(state_dir), env_name, keep)
+        except OSError:  # a venv that cannot be removed now is removed after the next switch
+            pass
 
 
 def _start_scheduler(name: str, rdir: Path, tls: ClusterTLS, spec: dict, record: dict, timeout: float) -> None:
@@ -230,15 +257,16 @@ def _start_scheduler(name: str, rdir: Path, tls: ClusterTLS, spec: dict, record:
 
 
 def _start_workers(name: str, rdir: Path, tls: ClusterTLS, spec: dict, record: dict, count: int) -> list[dict]:
-    """Start ``count`` workers at once (each a nanny in its own session); they are added to ``record``."""
+    """Start ``count`` workers at once (each a nanny in its own session), on the interpreter ``record['python']``
+    (the Env's venv); they are added to ``record``."""
     started = []
     for _ in range(count):
         index = record["next_worker"]
         record["next_worker"] += 1  # names are never reused: a killed worker's name may still be registered
         wname, log, work = f"{name}-worker-{index}", rdir / "logs" / f"worker-{index}.log", rdir / "work"
         work.mkdir(mode=0o700, exist_ok=True)
-        argv = worker_argv(sys.executable, tls, record["address"], HOST, spec["threads_per_worker"],
-                           spec["memory_limit"], wname, DEATH_TIMEOUT_S, work)
+        argv = worker_argv(record.get("python", sys.executable), tls, record["address"], HOST,
+                           spec["threads_per_worker"], spec["memory_limit"], wname, DEATH_TIMEOUT_S, work)
         started.append({"pid": _spawn(argv, log, _env(spec, spec.get("env_vars")), rdir), "name": wname, "log": str(log)})
         record["workers"].append(started[-1])
         _save(rdir, record)
@@ -286,17 +314,19 @@ def _state(record: dict, tls: ClusterTLS) -> dict[str, Any]:
 def create(name: str, spec: dict, state_dir: Path, stack: str, *, timeout: float = START_TIMEOUT_S) -> dict:
     """Start cluster ``name`` (scheduler, then ``spec['workers']`` workers) and return its state.
 
-    Leftovers recorded in processes.json are stopped first. On any failure everything started is stopped and a
-    :class:`DeployError` with the relevant log tail is raised.
+    The Env's virtualenv is built first; then leftovers recorded in processes.json are stopped. On any failure
+    everything started is stopped and a :class:`DeployError` with the relevant log tail is raised.
     """
     rdir, spec = _resource_dir(state_dir, name), _spec(spec)
-    _stop(_recorded(None, _load(rdir)))
+    python = _worker_python(spec, state_dir)
+    previous = _load(rdir)
+    _stop(_recorded(None, previous))
     for d in (rdir, rdir / "logs"):
         d.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(d, 0o700)
     tls = issue_cluster_tls(Path(state_dir), stack, name)
-    record: dict[str, Any] = {"spec": spec, "tls": tls.to_dict(), "scheduler": None, "workers": [],
-                              "next_worker": 0}
+    record: dict[str, Any] = {"spec": spec, "python": python, "tls": tls.to_dict(), "scheduler": None,
+                              "workers": [], "next_worker": 0}
     try:
         _start_scheduler(name, rdir, tls, spec, record, timeout)
         _start_workers(name, rdir, tls, spec, record, int(spec["workers"]))
@@ -304,6 +334,7 @@ def create(name: str, spec: dict, state_dir: Path, stack: str, *, timeout: float
     except BaseException:
         _stop(_recorded(None, record))
         raise
+    _prune_unused_envs(state_dir, (previous or {}).get("spec"), spec, python)
     return _state(record, tls)
 
 
@@ -331,23 +362,27 @@ def update(name: str, current: dict, spec: dict, state_dir: Path, stack: str, *,
            timeout: float = START_TIMEOUT_S) -> dict:
     """Converge cluster ``name`` on ``spec``.
 
-    A dead scheduler or a new ``autostop_mins`` means a full re-create (new address). Otherwise the scheduler
-    stays: a new ``threads_per_worker``/``memory_limit``/``env_vars`` restarts every worker, a new ``workers``
-    starts the missing ones or stops the extra ones; then it waits until the scheduler sees exactly those.
+    The Env's virtualenv is built first: if that fails, nothing running is touched. A dead scheduler or a new
+    ``autostop_mins`` means a full re-create (new address). Otherwise the scheduler stays: a new
+    ``threads_per_worker``/``memory_limit``/``env_vars`` or a new Env interpreter restarts every worker, a new
+    ``workers`` starts the missing ones or stops the extra ones; then it waits until the scheduler sees exactly
+    those. After a switch, the Env's venvs that no process runs any more are deleted.
     """
     rdir, spec, record = _resource_dir(state_dir, name), _spec(spec), _load(_resource_dir(state_dir, name))
+    python = _worker_python(spec, state_dir)
     if (read(name, current, state_dir) is None or not record or not record.get("scheduler")
             or record["spec"].get("autostop_mins") != spec["autostop_mins"]):
         _stop(_recorded(current, record))
         return create(name, spec, state_dir, stack, timeout=timeout)
     tls = ClusterTLS.from_dict(record["tls"])
     keep = [w for w in record["workers"] if _ours(w["pid"], WORKER_MODULE, tls.worker_cert)]
-    if any(record["spec"].get(k) != spec.get(k) for k in ("threads_per_worker", "memory_limit", "env_vars")):
+    if _workers_outdated(record, spec, python):
         keep = []
     keep = keep[:spec["workers"]]
     # stop the extra and replaced workers, and whatever a dead nanny left behind (its worker child)
     _stop([(w["pid"], WORKER_MODULE, tls.worker_cert) for w in record["workers"] if w not in keep])
-    record["workers"], record["spec"] = keep, spec
+    old_spec = record["spec"]
+    record["workers"], record["spec"], record["python"] = keep, spec, python
     _save(rdir, record)
     started: list[dict] = []
     try:
@@ -358,12 +393,20 @@ def update(name: str, current: dict, spec: dict, state_dir: Path, stack: str, *,
         record["workers"] = [w for w in record["workers"] if w not in started]
         _save(rdir, record)
         raise
+    _prune_unused_envs(state_dir, old_spec, spec, python)
     return _state(record, tls)
+
+
+def _workers_outdated(record: dict, spec: dict, python: str) -> bool:
+    """True if the running workers were started with other settings or another interpreter than ``spec`` needs."""
+    return (record.get("python", sys.executable) != python
+            or any(record["spec"].get(k) != spec.get(k) for k in ("threads_per_worker", "memory_limit", "env_vars")))
 
 
 def delete(name: str, state: dict, state_dir: Path) -> None:
     """Stop every process of cluster ``name`` (from ``state`` and processes.json), wait until they are gone and the
-    scheduler port is closed, then remove its resource directory. Deleting a cluster that is gone is a no-op."""
+    scheduler port is closed, then remove its resource directory and the venvs of its Env that no process runs any
+    more. Deleting a cluster that is gone is a no-op."""
     rdir = _resource_dir(state_dir, name)
     record = _load(rdir)
     _stop(_recorded(state, record))
@@ -372,6 +415,7 @@ def delete(name: str, state: dict, state_dir: Path) -> None:
     while any(_port_open(*_host_port(a), timeout=0.2) for a in addresses) and time.monotonic() < deadline:
         time.sleep(0.05)
     shutil.rmtree(rdir, ignore_errors=True)
+    _prune_unused_envs(state_dir, (record or {}).get("spec"), None, None)
 
 
 def health(name: str, state: dict, state_dir: Path | None = None) -> dict[str, Any]:

@@ -64,6 +64,9 @@ class DaskCluster(_LocalResource):
                 _attr("memory_limit", types.String(), required=True),
                 _attr("autostop_mins", types.Number(), required=True),
                 _attr("env_vars", types.Map(types.String()), optional=True),
+                _attr("env_name", types.String(), optional=True),
+                _attr("env_packages", types.List(types.String()), optional=True),
+                _attr("env_setup", types.List(types.String()), optional=True),
                 _computed("id", types.String()),
                 _computed("scheduler_address", types.String()),
                 _computed("dashboard_url", types.String()),
@@ -81,12 +84,16 @@ class DaskCluster(_LocalResource):
             "memory_limit": planned["memory_limit"],
             "autostop_mins": int(planned["autostop_mins"]),
             "env_vars": dict(planned.get("env_vars") or {}),
+            "env_name": planned.get("env_name"),
+            "env_packages": list(planned.get("env_packages") or []),
+            "env_setup": list(planned.get("env_setup") or []),
         }
 
     def _state(self, config: dict, driver_state: dict) -> dict:
         return {
             **{k: config.get(k) for k in ("name", "workers", "threads_per_worker", "memory_limit",
-                                          "autostop_mins", "env_vars")},
+                                          "autostop_mins", "env_vars", "env_name", "env_packages",
+                                          "env_setup")},
             "id": config["name"],
             "scheduler_address": driver_state["scheduler_address"],
             "dashboard_url": driver_state["dashboard_url"],
@@ -109,7 +116,7 @@ class DaskCluster(_LocalResource):
         return {**current, "workers": state["workers"], "worker_pids": list(state["worker_pids"])}
 
     def plan(self, ctx, current, planned):
-        if ctx.changed_fields:
+        if ctx.changed_fields:  # any change may restart workers (threads, memory, env_vars, the Env's packages)
             planned["worker_pids"] = Unknown
             if "autostop_mins" in ctx.changed_fields:  # the scheduler restarts with a new idle timeout
                 for key in ("scheduler_address", "dashboard_url", "scheduler_pid"):

@@ -67,6 +67,10 @@ def render(resource: Resource) -> TerraformBlock | None:
             "memory_limit": resource.memory_limit,
             "autostop_mins": resource.autostop_mins,
             "env_vars": dict(resource.env.env_vars) if resource.env else {},
+            # what the workers' virtualenv is built from; no Env means the workers run on the deploying Python
+            "env_name": resource.env.name if resource.env else None,
+            "env_packages": list(resource.env.packages) if resource.env else None,
+            "env_setup": list(resource.env.setup) if resource.env else None,
         }
     elif isinstance(resource, Folder):
         attributes = {"name": resource.name, "path": resource.path}
