@@ -148,7 +148,12 @@ class Env(Resource):
 
 
 class Cluster(Resource):
-    """A Dask cluster: one scheduler and ``workers`` worker processes, reachable over TLS only."""
+    """A Dask cluster: one scheduler and its workers, reachable over mutual TLS only.
+
+    Either a fixed size (``workers=N``, default 2) or adaptive (``min_workers``/``max_workers``: the scheduler starts
+    and retires workers with the load). An idle cluster stops itself after ``autostop_mins`` (-1: never); the next
+    deploy brings it back.
+    """
 
     kind = "cluster"
 
@@ -156,20 +161,40 @@ class Cluster(Resource):
         self,
         name: str,
         *,
-        workers: int = 2,
+        workers: int | None = None,
+        min_workers: int | None = None,
+        max_workers: int | None = None,
         threads_per_worker: int = 1,
         memory_limit: str = "auto",
-        autostop_mins: int = 60,
+        autostop_mins: float = 60,
         env: Env | None = None,
         provider: str | None = None,
     ) -> None:
         super().__init__(name, provider=provider)
-        self.workers = _int_field(self, "workers", workers, 0)
+        if max_workers is None and min_workers is not None:
+            raise InvalidSpecError(f"{self.label}: min_workers needs max_workers too (adaptive scaling between them).")
+        if max_workers is not None:
+            if workers is not None:
+                raise InvalidSpecError(
+                    f"{self.label}: give either workers=N (a fixed size) or min_workers/max_workers (adaptive), "
+                    f"not both."
+                )
+            self.min_workers = _int_field(self, "min_workers", 0 if min_workers is None else min_workers, 0)
+            self.max_workers = _int_field(self, "max_workers", max_workers, 1)
+            if self.min_workers > self.max_workers:
+                raise InvalidSpecError(
+                    f"{self.label}: min_workers ({self.min_workers}) is above max_workers ({self.max_workers})."
+                )
+            self.workers = self.min_workers  # what the deploy starts; the scheduler scales from there
+        else:
+            self.min_workers = self.max_workers = None
+            self.workers = _int_field(self, "workers", 2 if workers is None else workers, 0)
         self.threads_per_worker = _int_field(self, "threads_per_worker", threads_per_worker, 1)
         if not isinstance(memory_limit, str) or not memory_limit:
             raise InvalidSpecError(f"{self.label}: memory_limit must be a string such as 'auto' or '2GiB'.")
         self.memory_limit = memory_limit
-        if isinstance(autostop_mins, bool) or not isinstance(autostop_mins, int) or autostop_mins < -1 or autostop_mins == 0:
+        if (isinstance(autostop_mins, bool) or not isinstance(autostop_mins, (int, float))
+                or not (autostop_mins == -1 or autostop_mins > 0)):
             raise InvalidSpecError(
                 f"{self.label}: autostop_mins must be a positive number of idle minutes, or -1 to never stop; "
                 f"got {autostop_mins!r}."
@@ -179,9 +204,16 @@ class Cluster(Resource):
             raise InvalidSpecError(f"{self.label}: env must be an Env, got {type(env).__name__}.")
         self.env = env
 
+    @property
+    def adaptive(self) -> bool:
+        """True when the cluster scales itself between ``min_workers`` and ``max_workers``."""
+        return self.max_workers is not None
+
     def spec(self) -> dict[str, Any]:
         return {
             "workers": self.workers,
+            "min_workers": self.min_workers,
+            "max_workers": self.max_workers,
             "threads_per_worker": self.threads_per_worker,
             "memory_limit": self.memory_limit,
             "autostop_mins": self.autostop_mins,

@@ -23,10 +23,12 @@ def scheduler_argv(
     dashboard_address: str,
     scheduler_file: Path,
     idle_timeout_s: int | None,
+    preload: tuple[str, ...] = (),
 ) -> list[str]:
     """argv of a TLS-only scheduler on ``host:port`` (0 = random) that writes its address to ``scheduler_file``.
 
-    ``idle_timeout_s=None`` means the scheduler never stops by itself.
+    ``idle_timeout_s=None`` means the scheduler never stops by itself; ``preload`` names modules to load into it
+    (e.g. ``runtime.local_scaler`` for adaptive scaling).
     """
     argv = [
         python, "-m", SCHEDULER_MODULE,
@@ -40,6 +42,8 @@ def scheduler_argv(
     ]
     if idle_timeout_s is not None:
         argv += ["--idle-timeout", f"{int(idle_timeout_s)}s"]
+    for module in preload:
+        argv += ["--preload", module]
     return argv
 
 

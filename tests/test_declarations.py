@@ -45,7 +45,7 @@ def test_unknown_stack_provider():
         Stack("s", provider="azure")
 
 
-@pytest.mark.parametrize("workers", [-1, 1.5, "2", True, None])
+@pytest.mark.parametrize("workers", [-1, 1.5, "2", True])
 def test_worker_count_must_be_a_non_negative_integer(workers):
     with pytest.raises(InvalidSpecError, match="Cluster 'c': workers"):
         Cluster("c", workers=workers)

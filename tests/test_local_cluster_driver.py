@@ -170,7 +170,7 @@ def test_lifecycle_tls_drift_convergence_and_delete(harness):
         assert len(_worker_names(client)) == 2
         assert sum(client.gather(client.map(lambda x: x * 2, range(10)))) == 90
     health = dc.health("dev", state, harness.state_dir)
-    assert health == {"scheduler": "up", "workers_alive": 2, "workers_expected": 2,
+    assert health == {"scheduler": "up", "workers_alive": 2, "workers_expected": 2, "adaptive": None,
                       "address": state["scheduler_address"], "dashboard_url": state["dashboard_url"]}
 
     # scale down, then a new threads_per_worker restarts every worker

@@ -31,6 +31,8 @@ from rh_iac.providers.local.envs import ensure_env, prune_envs
 from rh_iac.tls import ClusterTLS, issue_cluster_tls
 from runtime.dask_node import SCHEDULER_MODULE, WORKER_MODULE, scheduler_argv, worker_argv
 
+SCALER_MODULE = "runtime.local_scaler"
+
 HOST = "127.0.0.1"
 START_TIMEOUT_S = 60.0  #: how long create/update wait for the scheduler, then for the workers
 STOP_GRACE_S = 10.0  #: SIGTERM, then SIGKILL after this long
@@ -191,15 +193,40 @@ def _recorded(state: dict[str, Any] | None, record: dict[str, Any] | None) -> li
     return out
 
 
+def _swept(tls: dict[str, str] | None) -> list[tuple[int, str, str]]:
+    """Every live worker process whose command line carries this cluster's worker certificate.
+
+    Workers the scheduler's scaler started are recorded nowhere else; so are the orphans of an interrupted deploy.
+    """
+    if not tls:
+        return []
+    cert = tls["worker_cert"]
+    return [(int(e), WORKER_MODULE, cert) for e in os.listdir("/proc") if e.isdigit()
+            and _ours(int(e), WORKER_MODULE, cert)]
+
+
 def _spec(spec: dict) -> dict[str, Any]:
     """``spec`` with plain types (engines may hand numbers over as floats, env_vars as None)."""
     return {"workers": int(spec["workers"]), "threads_per_worker": int(spec["threads_per_worker"]),
-            "memory_limit": str(spec["memory_limit"]), "autostop_mins": int(spec["autostop_mins"]),
+            "memory_limit": str(spec["memory_limit"]), "autostop_mins": float(spec["autostop_mins"]),
+            "min_workers": _int_or_none(spec.get("min_workers")), "max_workers": _int_or_none(spec.get("max_workers")),
             "env_vars": {str(k): str(v) for k, v in (spec.get("env_vars") or {}).items()},
             "env_name": str(spec.get("env_name") or "") or None,
             "env_packages": [str(p) for p in spec.get("env_packages") or ()],
             "env_setup": [str(c) for c in spec.get("env_setup") or ()],
             "scrub_env": sorted(str(k) for k in spec.get("scrub_env") or ())}
+
+
+def _int_or_none(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
+def _adaptive(spec: dict) -> bool:
+    return spec.get("max_workers") is not None
+
+
+#: settings the scheduler process itself runs with: changing one re-creates the cluster (new address)
+SCHEDULER_SETTINGS = ("autostop_mins", "min_workers", "max_workers")
 
 
 def _env(spec: dict, extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -231,9 +258,12 @@ def _start_scheduler(name: str, rdir: Path, tls: ClusterTLS, spec: dict, record:
     """Start the scheduler and wait for its scheduler file and port; fills ``record``."""
     sched_file, log = rdir / "scheduler.json", rdir / "logs" / "scheduler.log"
     sched_file.unlink(missing_ok=True)
-    idle = None if spec["autostop_mins"] == -1 else int(spec["autostop_mins"]) * 60
-    argv = scheduler_argv(sys.executable, tls, HOST, 0, f"{HOST}:0", sched_file, idle)
-    pid = _spawn(argv, log, _env(spec), rdir)
+    idle = None if spec["autostop_mins"] == -1 else max(1, round(spec["autostop_mins"] * 60))
+    env, preload = _env(spec), ()
+    if _adaptive(spec):
+        env["RH_IAC_SCALER"], preload = str(_write_scaler_config(name, rdir, tls, spec, record)), (SCALER_MODULE,)
+    argv = scheduler_argv(sys.executable, tls, HOST, 0, f"{HOST}:0", sched_file, idle, preload)
+    pid = _spawn(argv, log, env, rdir)
     record["scheduler"] = {"pid": pid, "log": str(log)}
     _save(rdir, record)
     deadline = time.monotonic() + timeout
@@ -254,6 +284,22 @@ def _start_scheduler(name: str, rdir: Path, tls: ClusterTLS, spec: dict, record:
         time.sleep(0.05)
     raise DeployError(f"Cluster {name!r}: the Dask scheduler did not answer within {timeout:.0f} s; "
                       f"{log}:\n{_log_tail(log)}")
+
+
+def _write_scaler_config(name: str, rdir: Path, tls: ClusterTLS, spec: dict, record: dict) -> Path:
+    """What the scheduler's scaler (:mod:`runtime.local_scaler`) needs to start more workers like ours."""
+    work = rdir / "work"
+    work.mkdir(mode=0o700, exist_ok=True)
+    argv = worker_argv(record.get("python", sys.executable), tls, "{address}", HOST, spec["threads_per_worker"],
+                       spec["memory_limit"], "{name}", DEATH_TIMEOUT_S, work)
+    config = {"min": spec["min_workers"] or 0, "max": spec["max_workers"], "interval": 1.0,
+              "worker_argv": argv, "name_prefix": f"{name}-worker-a", "log_dir": str(rdir / "logs"),
+              "cwd": str(rdir), "env": {**spec["env_vars"]}}
+    path = rdir / "scaler.json"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(config, f, indent=1)
+    return path
 
 
 def _start_workers(name: str, rdir: Path, tls: ClusterTLS, spec: dict, record: dict, count: int) -> list[dict]:
@@ -320,7 +366,7 @@ def create(name: str, spec: dict, state_dir: Path, stack: str, *, timeout: float
     rdir, spec = _resource_dir(state_dir, name), _spec(spec)
     python = _worker_python(spec, state_dir)
     previous = _load(rdir)
-    _stop(_recorded(None, previous))
+    _stop(_recorded(None, previous) + _swept((previous or {}).get("tls")))
     for d in (rdir, rdir / "logs"):
         d.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(d, 0o700)
@@ -341,7 +387,10 @@ def create(name: str, spec: dict, state_dir: Path, stack: str, *, timeout: float
 def _live_workers(state: dict, record: dict | None) -> list[int]:
     tls = state.get("tls") or {}
     pids = [int(p) for p in state.get("worker_pids") or []] + [w["pid"] for w in (record or {}).get("workers", [])]
-    return [p for p in dict.fromkeys(pids) if tls and _ours(p, WORKER_MODULE, tls["worker_cert"])]
+    live = [p for p in dict.fromkeys(pids) if tls and _ours(p, WORKER_MODULE, tls["worker_cert"])]
+    if record and _adaptive(record["spec"]):
+        live = sorted(set(live) | {pid for pid, _, _ in _swept(tls)})
+    return live
 
 
 def _scheduler_up(state: dict) -> bool:
@@ -354,7 +403,11 @@ def read(name: str, state: dict, state_dir: Path) -> dict | None:
     """The cluster as it really is: None if the scheduler is gone, else ``state`` with only the live workers."""
     if not _scheduler_up(state):
         return None
-    live = _live_workers(state, _load(_resource_dir(state_dir, name)))
+    record = _load(_resource_dir(state_dir, name))
+    live = _live_workers(state, record)
+    if record and _adaptive(record["spec"]):  # the scheduler's scaler owns the count, within [min, max]
+        return {**state, "scheduler_pid": int(state["scheduler_pid"]), "worker_pids": live,
+                "workers": record["spec"]["workers"]}
     return {**state, "scheduler_pid": int(state["scheduler_pid"]), "worker_pids": live, "workers": len(live)}
 
 
@@ -371,7 +424,7 @@ def update(name: str, current: dict, spec: dict, state_dir: Path, stack: str, *,
     rdir, spec, record = _resource_dir(state_dir, name), _spec(spec), _load(_resource_dir(state_dir, name))
     python = _worker_python(spec, state_dir)
     if (read(name, current, state_dir) is None or not record or not record.get("scheduler")
-            or record["spec"].get("autostop_mins") != spec["autostop_mins"]):
+            or any(record["spec"].get(k) != spec[k] for k in SCHEDULER_SETTINGS)):
         _stop(_recorded(current, record))
         return create(name, spec, state_dir, stack, timeout=timeout)
     tls = ClusterTLS.from_dict(record["tls"])
@@ -409,7 +462,7 @@ def delete(name: str, state: dict, state_dir: Path) -> None:
     more. Deleting a cluster that is gone is a no-op."""
     rdir = _resource_dir(state_dir, name)
     record = _load(rdir)
-    _stop(_recorded(state, record))
+    _stop(_recorded(state, record) + _swept((state or {}).get("tls") or (record or {}).get("tls")))
     addresses = {a for a in ((state or {}).get("scheduler_address"), (record or {}).get("address")) if a}
     deadline = time.monotonic() + 5.0
     while any(_port_open(*_host_port(a), timeout=0.2) for a in addresses) and time.monotonic() < deadline:
@@ -424,7 +477,9 @@ def health(name: str, state: dict, state_dir: Path | None = None) -> dict[str, A
     ``workers_expected`` is the applied spec's count when ``state_dir`` is given, else ``state['workers']``.
     """
     record = _load(_resource_dir(state_dir, name)) if state_dir is not None else None
-    expected = (record or {}).get("spec", {}).get("workers", state.get("workers", len(state.get("worker_pids") or [])))
+    spec = (record or {}).get("spec", {})
+    expected = spec.get("workers", state.get("workers", len(state.get("worker_pids") or [])))
     return {"scheduler": "up" if _scheduler_up(state) else "down",
             "workers_alive": len(_live_workers(state, record)), "workers_expected": int(expected),
+            "adaptive": (spec.get("min_workers") or 0, spec["max_workers"]) if _adaptive(spec) else None,
             "address": state.get("scheduler_address"), "dashboard_url": state.get("dashboard_url")}

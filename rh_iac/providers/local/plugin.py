@@ -60,6 +60,8 @@ class DaskCluster(_LocalResource):
             attributes=[
                 _attr("name", types.String(), required=True, requires_replace=True),
                 _attr("workers", types.Number(), required=True),
+                _attr("min_workers", types.Number(), optional=True),
+                _attr("max_workers", types.Number(), optional=True),
                 _attr("threads_per_worker", types.Number(), required=True),
                 _attr("memory_limit", types.String(), required=True),
                 _attr("autostop_mins", types.Number(), required=True),
@@ -80,9 +82,11 @@ class DaskCluster(_LocalResource):
         return {
             "scrub_env": list(self.provider.config.get("secret_env_vars") or []),
             "workers": int(planned["workers"]),
+            "min_workers": planned.get("min_workers"),
+            "max_workers": planned.get("max_workers"),
             "threads_per_worker": int(planned["threads_per_worker"]),
             "memory_limit": planned["memory_limit"],
-            "autostop_mins": int(planned["autostop_mins"]),
+            "autostop_mins": float(planned["autostop_mins"]),
             "env_vars": dict(planned.get("env_vars") or {}),
             "env_name": planned.get("env_name"),
             "env_packages": list(planned.get("env_packages") or []),
@@ -91,7 +95,8 @@ class DaskCluster(_LocalResource):
 
     def _state(self, config: dict, driver_state: dict) -> dict:
         return {
-            **{k: config.get(k) for k in ("name", "workers", "threads_per_worker", "memory_limit",
+            **{k: config.get(k) for k in ("name", "workers", "min_workers", "max_workers", "threads_per_worker",
+                                          "memory_limit",
                                           "autostop_mins", "env_vars", "env_name", "env_packages",
                                           "env_setup")},
             "id": config["name"],
@@ -112,13 +117,17 @@ class DaskCluster(_LocalResource):
         state = self._guard(ctx, "read", lambda: dask_cluster.read(current["name"], current, self.state_dir))
         if state is None:
             return None
-        # Read reports reality: the number of live workers is what the plan compares with the declaration.
+        # Read reports reality: the number of live workers is what the plan compares with the declaration. An
+        # adaptive cluster's workers come and go with the load (its scheduler owns them): Terraform tracks its
+        # scheduler, and `status` shows the workers.
+        if current.get("max_workers") is not None:
+            return {**current, "workers": state["workers"]}
         return {**current, "workers": state["workers"], "worker_pids": list(state["worker_pids"])}
 
     def plan(self, ctx, current, planned):
         if ctx.changed_fields:  # any change may restart workers (threads, memory, env_vars, the Env's packages)
             planned["worker_pids"] = Unknown
-            if "autostop_mins" in ctx.changed_fields:  # the scheduler restarts with a new idle timeout
+            if ctx.changed_fields & set(dask_cluster.SCHEDULER_SETTINGS):  # the scheduler itself restarts
                 for key in ("scheduler_address", "dashboard_url", "scheduler_pid"):
                     planned[key] = Unknown
         return planned

@@ -63,6 +63,8 @@ def render(resource: Resource) -> TerraformBlock | None:
         attributes = {
             "name": resource.name,
             "workers": resource.workers,
+            "min_workers": resource.min_workers,
+            "max_workers": resource.max_workers,
             "threads_per_worker": resource.threads_per_worker,
             "memory_limit": resource.memory_limit,
             "autostop_mins": resource.autostop_mins,
@@ -93,9 +95,13 @@ def health(resource: Resource, attributes: dict[str, Any], state_dir: Path) -> t
     from rh_iac.providers.local import dask_cluster, secret, storage
 
     if isinstance(resource, Cluster):
-        h = dask_cluster.health(resource.name, attributes)
+        h = dask_cluster.health(resource.name, attributes, state_dir)
         if h["scheduler"] != "up":
             return "stopped", f"scheduler down at {h.get('address')}; `invoke deploy` restarts it"
+        if resource.adaptive:
+            detail = (f"{h['workers_alive']} workers (adaptive {resource.min_workers}-{resource.max_workers}), "
+                      f"{h.get('address')}")
+            return "healthy", detail
         detail = f"{h['workers_alive']}/{resource.workers} workers, {h.get('address')}"
         return ("healthy" if h["workers_alive"] == resource.workers else "degraded"), detail
     if isinstance(resource, Folder):
