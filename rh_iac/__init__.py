@@ -14,8 +14,21 @@ from rh_iac.model import Blob, Cluster, Env, Folder, Resource, Secret, Stack, Ta
 __version__ = "0.1.0"
 
 _LAZY = {
+    "connect": "rh_iac.compute",
+    "disconnect": "rh_iac.compute",
     "function": "rh_iac.compute",
     "Function": "rh_iac.compute",
+    "RemoteFunction": "rh_iac.compute",
+    "Call": "rh_iac.compute",
+    "CallTimeoutError": "rh_iac.compute",
+    "CallCancelledError": "rh_iac.compute",
+    "WorkerDiedError": "rh_iac.compute",
+    "module": "rh_iac.modules",
+    "ModuleSpec": "rh_iac.modules",
+    "RemoteModule": "rh_iac.modules",
+    "ModuleLostError": "rh_iac.modules",
+    "ModuleClosedError": "rh_iac.modules",
+    "CodeReferenceError": "rh_iac.coderef",
     "load": "rh_iac.resolver",
     "deploy": "rh_iac.operations",
     "preview": "rh_iac.operations",

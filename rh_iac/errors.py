@@ -7,6 +7,8 @@ Every error names the resource it is about and says what to do. They are grouped
 
 from __future__ import annotations
 
+from concurrent.futures import CancelledError
+
 
 class RhIacError(Exception):
     """Base class of every rh_iac error."""
@@ -63,6 +65,10 @@ class ResourceNotFoundError(RNSError, LookupError):
     """No RNS record exists for a name."""
 
 
+class NameTakenError(RNSError):
+    """A name is already recorded in RNS by another stack's deployed resource."""
+
+
 class ResourceNotDeployedError(RNSError):
     """The RNS record exists, but the resource is not deployed (it was destroyed or never applied)."""
 
@@ -83,3 +89,35 @@ class ClusterUnreachableError(ComputeError, ConnectionError):
 
 class RecordCorruptError(RNSError):
     """An RNS record file exists but is not valid JSON, or lacks a required field."""
+
+
+class VersionMismatchError(ComputeError):
+    """The cluster's nodes run other versions of Python or of the packages that must match (rh_iac, dask, ...)."""
+
+
+class CodeSyncError(ComputeError):
+    """The project's code cannot be snapshot or set up on the cluster's workers."""
+
+
+class CallTimeoutError(ComputeError, TimeoutError):
+    """A remote call or map did not finish within its ``timeout`` (or a ``result(timeout=...)`` wait ran out)."""
+
+
+class CallCancelledError(ComputeError, CancelledError):
+    """A remote call was cancelled (``Call.cancel()``, or its timeout ran out) before it produced a result."""
+
+
+class WorkerDiedError(ComputeError):
+    """Every worker that ran a task died while running it, so the scheduler gave up on the task."""
+
+
+class ModuleLostError(ComputeError):
+    """The worker process holding a module's instance died (or left): the instance and its state are gone."""
+
+
+class ModuleClosedError(ComputeError):
+    """A method of a module was called after its ``close()``."""
+
+
+class CodeReferenceError(RNSError, TypeError):
+    """Code that cannot be recorded by reference (a lambda, a nested function, code of ``__main__``)."""

@@ -35,6 +35,8 @@ PROVIDERS = ("local", "aws", "gcp")
 
 _NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,61}[a-z0-9]$|^[a-z]$")
 _ENV_VAR_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# what distributed's parse_memory_limit accepts: "auto", a byte count, a fraction of RAM, or a size with a unit
+_MEMORY_RE = re.compile(r"^(auto|\d+(\.\d+)?\s*([kmgtp]i?b?|b)?)$", re.IGNORECASE)
 
 _current_stack: ContextVar["Stack | None"] = ContextVar("rh_iac_current_stack", default=None)
 _declared_stacks: ContextVar["list[Stack] | None"] = ContextVar("rh_iac_declared_stacks", default=None)
@@ -85,6 +87,8 @@ class Resource:
         self.stack: Stack | None = None
         #: Values computed by the engine when deployed (scheduler address, URLs...). Filled from RNS on load.
         self.outputs: dict[str, Any] = {}
+        #: The RNS status when loaded by name ("deployed", "destroyed", ...); None for a fresh declaration.
+        self.status: str | None = None
         stack = _current_stack.get()
         if stack is not None:
             stack.add(self)
@@ -190,8 +194,11 @@ class Cluster(Resource):
             self.min_workers = self.max_workers = None
             self.workers = _int_field(self, "workers", 2 if workers is None else workers, 0)
         self.threads_per_worker = _int_field(self, "threads_per_worker", threads_per_worker, 1)
-        if not isinstance(memory_limit, str) or not memory_limit:
-            raise InvalidSpecError(f"{self.label}: memory_limit must be a string such as 'auto' or '2GiB'.")
+        if not isinstance(memory_limit, str) or not _MEMORY_RE.match(memory_limit.strip()):
+            raise InvalidSpecError(
+                f"{self.label}: memory_limit {memory_limit!r} is not a size: use 'auto', a size such as '2GiB' or "
+                f"'500MB', or a fraction of the machine's memory such as '0.5'."
+            )
         self.memory_limit = memory_limit
         if (isinstance(autostop_mins, bool) or not isinstance(autostop_mins, (int, float))
                 or not (autostop_mins == -1 or autostop_mins > 0)):
@@ -288,6 +295,8 @@ class Table(Resource):
     def url(self) -> str:
         if "url" in self.outputs:
             return self.outputs["url"]
+        if "url" not in self.folder.outputs and not (self.folder.path and "://" in self.folder.path):
+            raise _not_deployed(self, "url")
         return self.folder.url.rstrip("/") + "/" + self.name
 
 
@@ -425,6 +434,12 @@ def collect_stacks() -> Iterator[list[Stack]]:
 def _not_deployed(resource: Resource, field: str):
     from rh_iac.errors import ResourceNotDeployedError
 
+    if resource.status is not None:  # loaded from RNS, so the record says why
+        stack = f" --stack {resource.stack.name}" if resource.stack else ""
+        return ResourceNotDeployedError(
+            f"{resource.label} is {resource.status} (per its RNS record), so it has no {field}; "
+            f"deploy its stack again (`invoke deploy{stack}`)."
+        )
     return ResourceNotDeployedError(
         f"{resource.label} has no {field} yet: deploy its stack (`invoke deploy`) or load it by name "
         f"with rh_iac.load({resource.name!r})."

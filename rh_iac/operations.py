@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from rh_iac.engines.terraform import Plan, TerraformEngine
+from rh_iac.errors import EngineNotAvailableError, NameTakenError, RNSError
 from rh_iac.locks import stack_lock
 from rh_iac.model import Resource, Stack
 from rh_iac.project import Project
@@ -53,12 +54,18 @@ def _engine(project: Project, stack: Stack) -> tuple[TerraformEngine, Any]:
     return TerraformEngine(stack.name, state_dir / "terraform", provider, blocks), target
 
 
+#: how RNS records write the project folder, so a record reads the same on every checkout of the repository
+PROJECT_PLACEHOLDER = "{project}"
+
+
 def _portable(value: Any, root: Path) -> Any:
-    """Paths inside the project are recorded relative to it, so a record reads the same on every checkout."""
+    """Paths and ``file://`` URLs inside the project are recorded relative to it (see :data:`PROJECT_PLACEHOLDER`)."""
     if isinstance(value, dict):
         return {k: _portable(v, root) for k, v in value.items()}
-    if isinstance(value, str) and value.startswith(str(root) + os.sep):
-        return os.path.relpath(value, root)
+    if isinstance(value, str):
+        for prefix, replacement in ((root.as_uri(), "file://" + PROJECT_PLACEHOLDER), (str(root), PROJECT_PLACEHOLDER)):
+            if value == prefix or value.startswith(prefix + "/"):
+                return replacement + value[len(prefix):]
     return value
 
 
@@ -67,7 +74,7 @@ def _record(resource: Resource, stack: Stack, attributes: dict[str, Any] | None,
     """The RNS record of a resource: what was declared and what the engine computed; never a secret value."""
     deployed = attributes is not None or resource.kind == "env"
     values = {k: attributes[k] for k in outputs if attributes and attributes.get(k) is not None}
-    if root is not None and resource.kind == "cluster":
+    if root is not None:
         values = _portable(values, root)
     return {
         "schema_version": RNS_SCHEMA_VERSION,
@@ -91,14 +98,43 @@ def _load(project: Project | None, stack_name: str) -> tuple[Project, Stack]:
     return project, project.load_stack(stack_name)
 
 
+def preflight(project: Project, stack: Stack, target: Any) -> None:
+    """Every check that needs the project or the environment, made before the engine touches anything."""
+    for resource in stack:
+        if resource.provider != stack.provider:
+            raise EngineNotAvailableError(
+                f"{resource.label} declares provider {resource.provider!r} inside stack {stack.name!r} (provider "
+                f"{stack.provider!r}); a stack deploys one provider: move it to a stack of its own."
+            )
+    rns = project.rns()
+    rns.ensure_repo()
+    for name in set(rns.list()) & {r.name for r in stack}:
+        try:
+            record = rns.read(name)
+        except RNSError:
+            continue  # a corrupt record is rewritten by this deploy
+        if record.get("stack") not in (None, stack.name) and record.get("status") == "deployed":
+            raise NameTakenError(
+                f"{stack[name].label}: the name {name!r} is already taken in RNS by the deployed "
+                f"{record.get('type')} of stack {record['stack']!r} (rns/{name}.json); rename it, or destroy "
+                f"stack {record['stack']!r} first."
+            )
+    check = getattr(target, "preflight", None)
+    if check is not None:
+        check(stack, project.state_dir(stack.name))
+
+
 def deploy(stack_name: str = "local", project: Project | None = None) -> DeployResult:
     """Plan the stack and apply the plan if it changes anything; then record every resource in RNS and commit."""
     project, stack = _load(project, stack_name)
     with stack_lock(project.state_dir(stack.name), stack.name, "deploy"):
         engine, target = _engine(project, stack)
+        preflight(project, stack, target)
         plan = engine.plan()
         if plan.has_changes:
             engine.apply(plan)
+        else:
+            engine.discard(plan)
         state = engine.state() if plan.has_changes else plan.prior_state
         records = _records(stack, state, target, project.root)
         rns = project.rns()
@@ -119,6 +155,7 @@ def preview(stack_name: str = "local", project: Project | None = None, *, destro
     project, stack = _load(project, stack_name)
     engine, target = _engine(project, stack)
     plan = engine.plan(destroy=destroy)
+    engine.discard(plan)
     rns = project.rns()
     changes: dict[str, tuple[dict | None, dict | None]] = {}
     for change in plan.changes:
@@ -131,10 +168,12 @@ def preview(stack_name: str = "local", project: Project | None = None, *, destro
         if resource is not None:
             after = _record(resource, stack, None if (destroy or change.action == "delete") else
                             {k: "(known after apply)" if change.unknown.get(k) else (change.after or {}).get(k)
-                             for k in target.OUTPUTS.get(resource.kind, ())}, target.OUTPUTS.get(resource.kind, ()))
+                             for k in target.OUTPUTS.get(resource.kind, ())}, target.OUTPUTS.get(resource.kind, ()),
+                            project.root)
             if destroy:
                 after["status"] = "destroyed"
-        changes[change.name] = (before, after)
+        if before != after:
+            changes[change.name] = (before, after)
     return Preview(stack.name, plan, changes)
 
 
@@ -163,9 +202,17 @@ def destroy(stack_name: str = "local", project: Project | None = None) -> Deploy
         plan = engine.plan(destroy=True)
         if plan.has_changes:
             engine.apply(plan)
+        else:
+            engine.discard(plan)
         rns = project.rns()
         records = []
         for resource in stack:
+            try:
+                owner = rns.read(resource.name).get("stack")
+            except RNSError:
+                owner = None
+            if owner not in (None, stack.name):
+                continue  # the name belongs to another stack's record: not ours to mark destroyed
             record = _record(resource, stack, None, ())
             record["status"] = "destroyed"
             records.append(record)

@@ -40,7 +40,7 @@ def plan(console: Console, plan: Plan) -> None:
         console.print(_changes_table("Drift: what Terraform found changed since the last apply", plan.drift,
                                      drift=True))
     if not plan.has_changes:
-        console.print("[green]No changes.[/] Infrastructure matches the stack.")
+        console.print("Nothing to destroy." if plan.destroy else "[green]No changes.[/] Infrastructure matches the stack.")
         return
     console.print(_changes_table("Plan", plan.changes))
     counts = plan.summary()

@@ -132,6 +132,10 @@ class GitRNS:
         return sorted(p.stem for p in self.dir.glob("*.json") if p.is_file() and not p.name.startswith("."))
 
     # --- git --------------------------------------------------------------------------------------------------------
+    def ensure_repo(self) -> None:
+        """Raise :class:`RNSError` unless the records' folder lies in a git working tree (checked before deploys)."""
+        self._repo()
+
     def _repo(self) -> git.Repo:
         try:
             return git.Repo(self.root, search_parent_directories=True)

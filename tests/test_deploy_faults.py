@@ -21,12 +21,18 @@ from conftest import pid_alive, recorded_pids
 pytestmark = pytest.mark.timeout(600)
 
 SMALL = """
-from rh_iac import Cluster, Folder, Stack, Table
+from rh_iac import Cluster, Env, Folder, Stack, Table
 with Stack("small", provider="local"):
-    Cluster("small-cluster", workers={workers}, memory_limit="{memory}")
+    Cluster("small-cluster", workers={workers}, env={env})
     data = Folder("data")
     Table("t", folder=data)
 """
+#: an Env whose setup command fails: the cluster's create fails midway through the apply
+BROKEN_ENV = 'Env("broken", setup=["echo setting up; exit 3"])'
+
+
+def _small(workers: int = 1, env: str = "None") -> str:
+    return SMALL.format(workers=workers, env=env)
 
 
 def _state_names(proj, stack="small") -> set[str]:
@@ -39,15 +45,15 @@ def _state_names(proj, stack="small") -> set[str]:
 def test_failed_apply_keeps_state_consistent_and_the_next_deploy_converges(project, monkeypatch):
     monkeypatch.setenv("RH_IAC_HOME", str(project.home))
     p = Project(project.root)
-    project.write_stack("small", SMALL.format(workers=1, memory="not-a-size"))
-    with pytest.raises(DeployError, match="small-cluster"):
+    project.write_stack("small", _small(env=BROKEN_ENV))
+    with pytest.raises(DeployError, match=r"(?s)Env .broken.*exit 3"):
         rh_iac.deploy("small", project=p)
     # what did succeed is recorded by Terraform; the failed cluster left nothing running
     assert _state_names(project) == {"data", "t"}
     assert not [pid for pid in recorded_pids(project.root) if pid_alive(pid)]
     assert not (project.root / "rns").exists()  # nothing recorded for a deploy that failed
 
-    project.write_stack("small", SMALL.format(workers=1, memory="auto"))
+    project.write_stack("small", _small())
     result = rh_iac.deploy("small", project=p)
     assert [c.name for c in result.plan.changes] == ["small-cluster"]  # the rest is already there
     assert _state_names(project) == {"data", "t", "small-cluster"}
@@ -58,7 +64,7 @@ def test_failed_apply_keeps_state_consistent_and_the_next_deploy_converges(proje
 
 
 def test_a_concurrent_deploy_is_locked_out(project):
-    project.write_stack("small", SMALL.format(workers=1, memory="auto"))
+    project.write_stack("small", _small())
     state_dir = Project(project.root).state_dir("small")
     with stack_lock(state_dir, "small", "deploy"):
         proc = project.invoke("deploy", "--stack", "small", check=False)
@@ -85,7 +91,7 @@ def test_a_concurrent_deploy_is_locked_out(project):
 
 
 def test_an_interrupted_deploy_converges_and_leaves_no_orphans(project):
-    project.write_stack("small", SMALL.format(workers=2, memory="auto"))
+    project.write_stack("small", _small(workers=2))
     deploy = subprocess.Popen([sys.executable, "-m", "invoke", "deploy", "--stack", "small"], cwd=project.root,
                               env=project.env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                               start_new_session=True)
@@ -113,7 +119,7 @@ def test_an_interrupted_deploy_converges_and_leaves_no_orphans(project):
 
 
 def test_rns_commit_never_takes_the_users_other_changes(project):
-    project.write_stack("small", SMALL.format(workers=1, memory="auto"))
+    project.write_stack("small", _small())
     (project.root / "notes.txt").write_text("staged work\n")
     project.git("add", "notes.txt")
     (project.root / "tasks.py").write_text((project.root / "tasks.py").read_text() + "\n# unstaged edit\n")
@@ -124,7 +130,7 @@ def test_rns_commit_never_takes_the_users_other_changes(project):
     assert "tasks.py" in project.git("diff", "--name-only")
 
     # a resource removed from the stack file is destroyed, and RNS records that
-    project.write_stack("small", SMALL.format(workers=1, memory="auto").replace('    Table("t", folder=data)\n', ""))
+    project.write_stack("small", _small().replace('    Table("t", folder=data)\n', ""))
     project.invoke("deploy", "--stack", "small")
     assert json.loads((project.root / "rns/t.json").read_text())["status"] == "destroyed"
     assert "t" not in _state_names(project)

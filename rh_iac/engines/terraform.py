@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import tempfile
+import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -270,14 +271,19 @@ class TerraformEngine:
     def plan(self, *, destroy: bool = False) -> Plan:
         """Refresh, then plan; the plan is saved so :meth:`apply` performs exactly what was shown."""
         self.prepare()
-        plan_path = self.workdir / ("destroy.tfplan" if destroy else "deploy.tfplan")
+        # one file per plan: a preview running beside a deploy must never overwrite the plan the deploy applies
+        plan_path = self.workdir / f"{'destroy' if destroy else 'deploy'}-{os.getpid()}-{uuid.uuid4().hex[:8]}.tfplan"
         args = [f"-out={plan_path.name}", "-detailed-exitcode", "-lock-timeout=30s"]
         if destroy:
             args.append("-destroy")
-        retcode, out, err = self._run("plan", *args)
-        self._check("plan", retcode, out, err, ok=(0, 2))
-        retcode, out, err = self._run("show", plan_path.name)
-        self._check("show", retcode, out, err)
+        try:
+            retcode, out, err = self._run("plan", *args)
+            self._check("plan", retcode, out, err, ok=(0, 2))
+            retcode, out, err = self._run("show", plan_path.name)
+            self._check("show", retcode, out, err)
+        except BaseException:
+            plan_path.unlink(missing_ok=True)
+            raise
         shown = json.loads(out)
         changes = [self._change(rc) for rc in shown.get("resource_changes", [])]
         drift = [self._change(rc) for rc in shown.get("resource_drift", [])]
@@ -305,9 +311,15 @@ class TerraformEngine:
 
     def apply(self, plan: Plan) -> None:
         """Apply a saved plan. On failure Terraform has saved every resource it finished, so a re-run converges."""
-        retcode, out, err = self._run("apply", "-auto-approve", "-lock-timeout=30s", plan.path.name)
-        plan.path.unlink(missing_ok=True)
+        try:
+            retcode, out, err = self._run("apply", "-auto-approve", "-lock-timeout=30s", plan.path.name)
+        finally:
+            plan.path.unlink(missing_ok=True)
         self._check("apply", retcode, out, err)
+
+    def discard(self, plan: Plan) -> None:
+        """Forget a plan that will not be applied (a preview's, or one with no changes)."""
+        plan.path.unlink(missing_ok=True)
 
     def state(self) -> dict[str, dict[str, Any]]:
         """The attributes of every resource in state, by rh_iac name (empty before the first apply)."""

@@ -21,7 +21,6 @@ def terraform_target(provider: str) -> ModuleType:
         return importlib.import_module(_TERRAFORM_TARGETS[provider])
     except KeyError:
         raise EngineNotAvailableError(
-            f"provider {provider!r} has no Terraform rendering; the cloud providers are rendered by the Pulumi "
-            f"engine (`invoke deploy --engine pulumi --stack {provider}-dev`), the Terraform engine deploys "
-            f"provider 'local'."
+            f"provider {provider!r} cannot be deployed yet: the Terraform engine deploys provider 'local', and the "
+            f"Pulumi rendering of the cloud providers is not built yet. Use provider='local' for now."
         ) from None

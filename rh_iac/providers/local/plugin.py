@@ -190,6 +190,7 @@ class Table(_LocalResource):
             _attr("partition_on", types.List(types.String()), optional=True),
             _computed("id", types.String()),
             _computed("url", types.String()),
+            _computed("created", types.Bool()),
         ])
 
     def create(self, ctx, planned):

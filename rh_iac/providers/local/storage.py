@@ -14,7 +14,7 @@ from urllib.parse import urlparse
 def folder_path(name: str, path: str | None, state_dir: Path, project_dir: Path) -> Path:
     """Where a local folder lives: its declared path (relative to the project), else inside the stack's state."""
     if path:
-        p = Path(urlparse(path).path if path.startswith("file://") else path)
+        p = Path(urlparse(path).path if path.startswith("file://") else path).expanduser()
         return p if p.is_absolute() else (Path(project_dir) / p).resolve()
     return Path(state_dir) / "folders" / name
 
@@ -41,10 +41,11 @@ def delete_folder(state: dict) -> None:
 
 
 def create_table(name: str, folder_url: str) -> dict:
+    """A table is a directory inside its folder; data already there is adopted, and kept on delete."""
     folder = url_to_path(folder_url)
     if not folder.is_dir():
         raise FileNotFoundError(f"table {name!r}: its folder {folder_url} does not exist; deploy the folder first")
-    return {"url": (folder / name).as_uri()}
+    return {"url": (folder / name).as_uri(), "created": not (folder / name).exists()}
 
 
 def read_table(state: dict) -> dict | None:
@@ -53,4 +54,6 @@ def read_table(state: dict) -> dict | None:
 
 
 def delete_table(state: dict) -> None:
-    shutil.rmtree(url_to_path(state["url"]), ignore_errors=True)
+    """Remove the table's data if this resource created the directory; adopted data is left in place."""
+    if state.get("created"):
+        shutil.rmtree(url_to_path(state["url"]), ignore_errors=True)

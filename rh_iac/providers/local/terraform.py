@@ -114,3 +114,17 @@ def health(resource: Resource, attributes: dict[str, Any], state_dir: Path) -> t
         ok = secret.read(resource.name, attributes, state_dir) is not None
         return ("healthy", "value stored, encrypted") if ok else ("stopped", "value missing from the local store")
     return "healthy", ""
+
+
+def preflight(stack: Stack, state_dir: Path) -> None:
+    """Checks that need the deploying environment, made before Terraform runs: every secret has a value source."""
+    from rh_iac.errors import SecretError
+    from rh_iac.providers.local import secret
+
+    for resource in stack.resources("secret"):
+        if (not resource.generate and secret.incoming_value(resource.name, resource.from_env) is None
+                and not secret.store_for(state_dir).exists(resource.name)):
+            raise SecretError(
+                f"{resource.label}: environment variable {resource.from_env} is not set and no value is stored "
+                f"yet; export it before deploying, or declare the secret with generate=True."
+            )
