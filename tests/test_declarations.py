@@ -131,3 +131,14 @@ def _project(proj):
     from rh_iac.project import Project
 
     return Project(proj.root)
+
+
+@pytest.mark.parametrize("limit", ["lots", "2 gigs", "-1GB", ""])
+def test_memory_limit_must_be_a_size(limit):
+    with pytest.raises(InvalidSpecError, match="memory_limit"):
+        Cluster("c", memory_limit=limit)
+
+
+@pytest.mark.parametrize("limit", ["auto", "2GiB", "500MB", "0.5", "1000000000", "4 GB"])
+def test_memory_limit_sizes_distributed_accepts(limit):
+    assert Cluster("c", memory_limit=limit).memory_limit == limit

@@ -135,3 +135,67 @@ def test_rns_commit_never_takes_the_users_other_changes(project):
     assert json.loads((project.root / "rns/t.json").read_text())["status"] == "destroyed"
     assert "t" not in _state_names(project)
     project.invoke("destroy", "--stack", "small")
+
+
+def test_preflight_refuses_before_anything_is_deployed(project, monkeypatch):
+    monkeypatch.setenv("RH_IAC_HOME", str(project.home))
+    monkeypatch.delenv("RH_IAC_NO_SUCH_TOKEN", raising=False)
+    p = Project(project.root)
+    # a resource on another provider than its stack's
+    project.write_stack("mixed", "from rh_iac import Cluster, Stack\nwith Stack('mixed'):\n"
+                                 "    Cluster('mixed-c', provider='aws')\n")
+    with pytest.raises(rh_iac.EngineNotAvailableError, match="Cluster 'mixed-c'.*provider 'aws'"):
+        rh_iac.deploy("mixed", project=p)
+    # a secret with no value source in this environment
+    project.write_stack("nosecret", "from rh_iac import Secret, Stack\nwith Stack('nosecret'):\n"
+                                    "    Secret('api-key', from_env='RH_IAC_NO_SUCH_TOKEN')\n")
+    with pytest.raises(rh_iac.SecretError, match="Secret 'api-key'.*RH_IAC_NO_SUCH_TOKEN"):
+        rh_iac.deploy("nosecret", project=p)
+    for stack in ("mixed", "nosecret"):
+        assert _state_names(project, stack) == set()
+    assert not (project.root / "rns").exists()
+
+
+def test_a_name_deployed_by_one_stack_is_refused_to_another(project):
+    project.write_stack("first", "from rh_iac import Folder, Stack\nwith Stack('first'):\n    Folder('shared')\n")
+    project.write_stack("second", "from rh_iac import Folder, Stack\nwith Stack('second'):\n    Folder('shared')\n")
+    project.invoke("deploy", "--stack", "first")
+    proc = project.invoke("deploy", "--stack", "second", check=False)
+    assert proc.returncode == 1 and "NameTakenError" in proc.stderr and "stack 'first'" in proc.stderr
+    assert "Traceback" not in proc.stderr  # a user error is a message, not a stack dump
+    assert _state_names(project, "second") == set()
+    # destroying the other stack never marks the first stack's record destroyed
+    project.invoke("destroy", "--stack", "second")
+    assert json.loads((project.root / "rns/shared.json").read_text())["status"] == "deployed"
+    project.invoke("destroy", "--stack", "first")
+    assert json.loads((project.root / "rns/shared.json").read_text())["status"] == "destroyed"
+
+
+def test_destroy_keeps_data_the_stack_did_not_create(project, tmp_path):
+    user_data = tmp_path / "userdata"
+    (user_data / "results").mkdir(parents=True)
+    (user_data / "results" / "important.csv").write_text("keep me\n")
+    project.write_stack("adopt", (
+        "from rh_iac import Folder, Stack, Table\n"
+        "with Stack('adopt'):\n"
+        f"    f = Folder('my-data', path={str(user_data)!r})\n"
+        "    Table('results', folder=f)\n"
+        "    Table('fresh', folder=f)\n"
+    ))
+    project.invoke("deploy", "--stack", "adopt")
+    (user_data / "fresh").mkdir()
+    (user_data / "fresh" / "part-0.parquet").write_text("made by the stack's table\n")
+    project.invoke("destroy", "--stack", "adopt")
+    assert (user_data / "results" / "important.csv").read_text() == "keep me\n"
+    assert not (user_data / "fresh").exists()  # the table the stack created goes with it
+    assert user_data.is_dir()  # and so does nothing it adopted
+
+
+def test_no_git_repository_fails_before_deploying(tmp_path, monkeypatch):
+    root = tmp_path / "nogit"
+    (root / "stacks").mkdir(parents=True)
+    (root / "stacks" / "tiny.py").write_text("from rh_iac import Folder, Stack\nwith Stack('tiny'):\n    Folder('f')\n")
+    monkeypatch.setenv("RH_IAC_HOME", str(tmp_path / "home"))
+    with pytest.raises(rh_iac.RNSError, match="git init"):
+        rh_iac.deploy("tiny", project=Project(root))
+    assert _state_names(type("P", (), {"root": root})(), "tiny") == set()
