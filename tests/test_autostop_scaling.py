@@ -63,6 +63,8 @@ def test_an_idle_cluster_stops_itself(state_dir):
     _wait(lambda: not any(pid_alive(p) for p in pids), 60, "the workers to follow their scheduler")
     again = dask_cluster.update("idle", state, {**SPEC, "autostop_mins": 0.05}, state_dir, "t")
     assert dask_cluster.read("idle", again, state_dir) is not None
+    # it comes back where it was: clients and RNS keep the same address
+    assert (again["scheduler_address"], again["dashboard_url"]) == (state["scheduler_address"], state["dashboard_url"])
     dask_cluster.delete("idle", again, state_dir)
 
 
@@ -101,6 +103,8 @@ def test_autostopped_stack_shows_stopped_and_deploy_brings_it_back(project):
     project.invoke("deploy", "--stack", "nap")
     _wait(lambda: "stopped" in project.invoke("status", "--stack", "nap").stdout, 60, "status to say stopped")
     assert "create" in project.invoke("preview", "--stack", "nap").stdout
+    commits = project.commits()
     project.invoke("deploy", "--stack", "nap")
     assert "healthy" in project.invoke("status", "--stack", "nap").stdout
+    assert project.commits() == commits  # same address as before: nothing new for RNS
     project.invoke("destroy", "--stack", "nap")

@@ -254,7 +254,31 @@ def _prune_unused_envs(state_dir: Path, old: dict | None, new: dict | None, pyth
             pass
 
 
-def _start_scheduler(name: str, rdir: Path, tls: ClusterTLS, spec: dict, record: dict, timeout: float) -> None:
+def _previous_ports(previous: dict | None) -> tuple[int, int]:
+    """The scheduler and dashboard ports of the cluster's last incarnation (0, 0 if none)."""
+    try:
+        port = _host_port(previous["address"])[1] if previous and previous.get("address") else 0
+        dashboard = int((previous or {}).get("dashboard_url", "").rsplit(":", 1)[1].split("/", 1)[0] or 0)
+    except (ValueError, IndexError):
+        return 0, 0
+    return port, dashboard
+
+
+def _start_scheduler_on(name: str, rdir: Path, tls: ClusterTLS, spec: dict, record: dict, timeout: float,
+                        ports: tuple[int, int]) -> None:
+    """Start the scheduler on the cluster's previous ports when they are free, so that an autostopped or
+    re-created cluster keeps its address (and its RNS record stays as it was); else on new ones."""
+    if ports[0]:
+        try:
+            return _start_scheduler(name, rdir, tls, spec, record, timeout, ports)
+        except DeployError:
+            if _alive(record["scheduler"]["pid"]):
+                raise  # it started but does not answer: not a port clash
+    _start_scheduler(name, rdir, tls, spec, record, timeout, (0, 0))
+
+
+def _start_scheduler(name: str, rdir: Path, tls: ClusterTLS, spec: dict, record: dict, timeout: float,
+                     ports: tuple[int, int] = (0, 0)) -> None:
     """Start the scheduler and wait for its scheduler file and port; fills ``record``."""
     sched_file, log = rdir / "scheduler.json", rdir / "logs" / "scheduler.log"
     sched_file.unlink(missing_ok=True)
@@ -262,7 +286,7 @@ def _start_scheduler(name: str, rdir: Path, tls: ClusterTLS, spec: dict, record:
     env, preload = _env(spec), ()
     if _adaptive(spec):
         env["RH_IAC_SCALER"], preload = str(_write_scaler_config(name, rdir, tls, spec, record)), (SCALER_MODULE,)
-    argv = scheduler_argv(sys.executable, tls, HOST, 0, f"{HOST}:0", sched_file, idle, preload)
+    argv = scheduler_argv(sys.executable, tls, HOST, ports[0], f"{HOST}:{ports[1]}", sched_file, idle, preload)
     pid = _spawn(argv, log, env, rdir)
     record["scheduler"] = {"pid": pid, "log": str(log)}
     _save(rdir, record)
@@ -374,7 +398,7 @@ def create(name: str, spec: dict, state_dir: Path, stack: str, *, timeout: float
     record: dict[str, Any] = {"spec": spec, "python": python, "tls": tls.to_dict(), "scheduler": None,
                               "workers": [], "next_worker": 0}
     try:
-        _start_scheduler(name, rdir, tls, spec, record, timeout)
+        _start_scheduler_on(name, rdir, tls, spec, record, timeout, _previous_ports(previous))
         _start_workers(name, rdir, tls, spec, record, int(spec["workers"]))
         _wait_workers(name, tls, record, timeout)
     except BaseException:
