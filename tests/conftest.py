@@ -99,6 +99,7 @@ def make_project(base: Path) -> ProjectDir:
     shutil.copy(REPO / "stacks" / "local.py", root / "stacks" / "local.py")
     shutil.copy(REPO / "tasks.py", root / "tasks.py")
     shutil.copy(REPO / ".gitignore", root / ".gitignore")
+    shutil.copytree(REPO / "jobs", root / "jobs", ignore=shutil.ignore_patterns("__pycache__"))
     _git(root, "init", "-q")
     _git(root, "add", "-A")
     _git(root, "commit", "-q", "-m", "initial")

@@ -629,18 +629,18 @@ def test_saved_function_loads_and_runs_in_a_fresh_process(project, cluster, tmp_
     import rh_iac
     from rh_iac.project import Project
 
-    (project.root / "jobs.py").write_text(JOBS)
+    (project.root / "saved_jobs.py").write_text(JOBS)
     record_cluster(project, cluster)
     commits = project.commits()
-    with project_importable(cluster, project.root, "jobs"):
-        jobs = importlib.import_module("jobs")
-        remote = rh_iac.function(jobs.double).to(cluster, timeout=60, stream_logs=True)
-        assert remote(4) == 8  # by reference on the workers too: they import jobs from the project root
+    with project_importable(cluster, project.root, "saved_jobs"):
+        saved_jobs = importlib.import_module("saved_jobs")
+        remote = rh_iac.function(saved_jobs.double).to(cluster, timeout=60, stream_logs=True)
+        assert remote(4) == 8  # by reference on the workers too: they import saved_jobs from the project root
         record = remote.save("double", project=Project(project.root))
 
         assert record == {
             "schema_version": 1, "name": "double", "type": "function", "provider": "local",
-            "spec": {"module": "jobs", "qualname": "double", "cluster": "c", "timeout": 60, "retries": 0,
+            "spec": {"module": "saved_jobs", "qualname": "double", "cluster": "c", "timeout": 60, "retries": 0,
                      "stream_logs": True},
             "outputs": {}, "status": "deployed",
         }

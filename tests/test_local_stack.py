@@ -64,6 +64,26 @@ def test_load_in_a_fresh_process_gives_a_tls_client(deployed_project):
     assert out[0] == "2" and out[1].startswith("tls://") and out[2] == "42"
 
 
+def test_the_readme_client_example_runs_the_projects_own_code(deployed_project):
+    """The README's client snippet, in a fresh process: code sync, streamed output, a module, save and load."""
+    out = deployed_project.python(
+        "import rh_iac\n"
+        "from jobs.examples import Counter, score\n"
+        "cluster = rh_iac.load('dev-cluster')\n"
+        "remote = rh_iac.function(score).to(cluster, timeout=60, retries=2, stream_logs=True)\n"
+        "print('call', remote(2, b=3))\n"
+        "print('map', remote.map(range(5)))\n"
+        "counter = rh_iac.module(Counter).to(cluster, start=10)\n"
+        "counter.increment(); print('counter', counter.increment())\n"
+        "remote.save('score')\n"
+    ).stdout
+    assert "call 7" in out and "map [1.0, 2.0, 3.0, 4.0, 5.0]" in out and "counter 12" in out
+    assert "scoring 2 with weight 3" in out  # printed on the worker, streamed here
+    again = deployed_project.python("import rh_iac\nprint('loaded', rh_iac.load('score')(5))").stdout
+    assert "loaded 6" in again
+    assert json.loads((deployed_project.root / "rns/score.json").read_text())["spec"]["cluster"] == "dev-cluster"
+
+
 def test_plain_tcp_and_certless_clients_are_refused(deployed_project):
     address = json.loads((deployed_project.root / "rns/dev-cluster.json").read_text())["outputs"]["scheduler_address"]
     proc = deployed_project.python(
