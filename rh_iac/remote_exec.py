@@ -26,7 +26,8 @@ import time
 from contextvars import ContextVar
 from typing import Any, Callable
 
-from rh_iac.compute import REMOTE_NOTE_PREFIX, CallCancelledError
+from rh_iac.compute import REMOTE_NOTE_PREFIX, _short_repr
+from rh_iac.errors import CallCancelledError
 
 __all__ = ["run_call", "run_batch", "ModuleHost", "install_output_capture", "uninstall_output_capture"]
 
@@ -46,14 +47,6 @@ def _where() -> str:
     except (ImportError, ValueError):
         address = "<not on a dask worker>"
     return f"worker {address} (host {socket.gethostname()}, pid {os.getpid()})"
-
-
-def _short_repr(value: Any, limit: int = 80) -> str:
-    try:
-        text = repr(value)
-    except Exception:  # noqa: BLE001
-        text = f"<{type(value).__name__}>"
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def annotate(exc: BaseException, what: str, index: int | None = None, item: Any = None) -> None:
