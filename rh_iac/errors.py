@@ -121,3 +121,37 @@ class ModuleClosedError(ComputeError):
 
 class CodeReferenceError(RNSError, TypeError):
     """Code that cannot be recorded by reference (a lambda, a nested function, code of ``__main__``)."""
+
+
+# --- secrets: Vault and provider secrets -------------------------------------------------------------------------
+class VaultPermissionError(SecretError, PermissionError):
+    """Vault refused a request (HTTP 403): the token is wrong, expired, or its policy does not cover the path."""
+
+
+class SecretConflictError(SecretError):
+    """A check-and-set write found another version than the one it expected (someone else wrote the secret)."""
+
+
+class UnknownSecretProviderError(SecretError, LookupError):
+    """A provider secret names a provider that rh_iac cannot discover credentials for."""
+
+
+# --- storage -----------------------------------------------------------------------------------------------------
+class StorageError(RhIacError):
+    """A Folder or Blob operation on its storage (file, memory, s3, gs) failed for a reason rh_iac can name."""
+
+
+class StoragePathNotFoundError(StorageError, FileNotFoundError):
+    """A path inside a Folder (or a Blob's object) does not exist on its storage."""
+
+
+class BucketNotFoundError(StoragePathNotFoundError):
+    """The bucket of a Folder's object-store URL (s3://bucket/..., gs://bucket/...) does not exist or is not visible."""
+
+
+class StorageCopyError(StorageError):
+    """A copy between storages failed midway; the destination was not left looking complete."""
+
+
+class StorageExistsError(StorageError, FileExistsError):
+    """A copy's destination already holds data and ``overwrite=True`` was not given."""

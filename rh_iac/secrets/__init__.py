@@ -10,6 +10,8 @@ from __future__ import annotations
 from typing import Protocol, runtime_checkable
 
 from rh_iac.secrets.local import LocalSecretStore, generate_token, rh_iac_home
+from rh_iac.secrets.providers import PROVIDERS, discover
+from rh_iac.secrets.vault import VaultSecretStore
 
 
 @runtime_checkable
@@ -29,4 +31,12 @@ class SecretStore(Protocol):
     def fingerprint_of(self, value: str) -> str: ...
 
 
-__all__ = ["LocalSecretStore", "SecretStore", "generate_token", "rh_iac_home"]
+__all__ = [
+    "PROVIDERS",
+    "LocalSecretStore",
+    "SecretStore",
+    "VaultSecretStore",
+    "discover",
+    "generate_token",
+    "rh_iac_home",
+]
