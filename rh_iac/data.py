@@ -42,7 +42,7 @@ def _fs_path(table: "Table"):
     from fsspec.core import url_to_fs
 
     url = table.url  # raises ResourceNotDeployedError when the table has no URL yet
-    fs, path = url_to_fs(url)
+    fs, path = url_to_fs(url, **(table.folder.storage_options or {}))
     return fs, path.rstrip("/"), url
 
 
@@ -133,19 +133,32 @@ def _swap_into_place(fs, tmp: str, path: str) -> None:
         if local:
             os.rename(tmp, path)
         else:
-            fs.mv(tmp, path, recursive=True)
+            _move_tree(fs, tmp, path)
         return
     if local and _exchange(tmp, path):
         _remove_quietly(fs, tmp)  # tmp now holds the previous data
         return
     old = tmp.replace(".rh-tmp-", ".rh-old-")
-    fs.mv(path, old, recursive=True)
+    _move_tree(fs, path, old)
     try:
-        fs.mv(tmp, path, recursive=True)
+        _move_tree(fs, tmp, path)
     except BaseException:
-        fs.mv(old, path, recursive=True)
+        _move_tree(fs, old, path)
         raise
     _remove_quietly(fs, old)
+
+
+def _move_tree(fs, src: str, dst: str) -> None:
+    """Move a directory tree by its file list: on object stores ``fs.mv(recursive=True)`` can take a directory
+    placeholder (left by ``makedirs``) for a file and fail copying it."""
+    fs.invalidate_cache(src)
+    files = [p for p, info in fs.find(src, detail=True).items() if info.get("type") != "directory"]
+    if not files:
+        fs.mv(src, dst, recursive=True)
+        return
+    fs.copy(files, [dst + p[len(src):] for p in files])
+    fs.rm(src, recursive=True)
+    fs.invalidate_cache(dst)
 
 
 def _exchange(a: str, b: str) -> bool:
@@ -208,4 +221,6 @@ def table_to_dask(table: "Table", columns: Sequence[str] | None = None, **read_k
 
     fs, path, url = _fs_path(table)
     _require_data(fs, path, url, table)
+    if table.folder.storage_options:
+        read_kwargs.setdefault("storage_options", table.folder.storage_options)
     return dd.read_parquet(url, columns=list(columns) if columns is not None else None, **read_kwargs)

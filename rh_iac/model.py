@@ -239,18 +239,35 @@ class Cluster(Resource):
 
 
 class Folder(Resource):
-    """A folder of files on some storage, addressed by an fsspec URL (``outputs['url']`` once deployed)."""
+    """A folder of files on some storage, addressed by an fsspec URL (``outputs['url']`` once deployed).
+
+    ``storage_options`` are extra, non-secret fsspec options for the folder's filesystem (e.g.
+    ``{"client_kwargs": {"endpoint_url": "http://127.0.0.1:9000"}}``); credentials come from the environment
+    (``AWS_ACCESS_KEY_ID``...) or a Secret, never from the spec. The data methods (``ls``, ``put``, ``to``...) are in
+    :mod:`rh_iac.storage`.
+    """
 
     kind = "folder"
 
-    def __init__(self, name: str, *, path: str | None = None, provider: str | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        *,
+        path: str | None = None,
+        storage_options: dict[str, Any] | None = None,
+        provider: str | None = None,
+    ) -> None:
         super().__init__(name, provider=provider)
         if path is not None and (not isinstance(path, str) or not path):
             raise InvalidSpecError(f"{self.label}: path must be a non-empty string or None.")
         self.path = path
+        self.storage_options = _validate_storage_options(self, storage_options)
 
     def spec(self) -> dict[str, Any]:
-        return {"path": self.path}
+        spec: dict[str, Any] = {"path": self.path}
+        if self.storage_options:  # only when given, so existing folders' records do not change
+            spec["storage_options"] = self.storage_options
+        return spec
 
     @property
     def url(self) -> str:
@@ -260,6 +277,92 @@ class Folder(Resource):
         if self.path and "://" in self.path:
             return self.path
         raise _not_deployed(self, "url")
+
+    # --- data: thin wrappers over rh_iac.storage (imported lazily, so `import rh_iac` stays light) ---------------
+    def ls(self, path: str = "", detail: bool = False) -> list[Any]:
+        """What ``path`` in the folder holds, relative to the folder (see :func:`rh_iac.storage.ls`)."""
+        from rh_iac import storage
+
+        return storage.ls(self, path, detail=detail)
+
+    def exists(self, path: str = "") -> bool:
+        """Whether ``path`` (default: the folder) exists (see :func:`rh_iac.storage.exists`)."""
+        from rh_iac import storage
+
+        return storage.exists(self, path)
+
+    def put(self, local_path: str, remote_path: str = "", recursive: bool = True, **kwargs: Any) -> list[str]:
+        """Upload a local file or directory into the folder (see :func:`rh_iac.storage.put`)."""
+        from rh_iac import storage
+
+        return storage.put(self, local_path, remote_path, recursive=recursive, **kwargs)
+
+    def get(self, remote_path: str, local_path: str, **kwargs: Any) -> list[str]:
+        """Download a file or directory of the folder (see :func:`rh_iac.storage.get`)."""
+        from rh_iac import storage
+
+        return storage.get(self, remote_path, local_path, **kwargs)
+
+    def open(self, path: str, mode: str = "rb", **kwargs: Any) -> Any:
+        """Open a file of the folder (see :func:`rh_iac.storage.open`)."""
+        from rh_iac import storage
+
+        return storage.open(self, path, mode, **kwargs)
+
+    def mkdir(self, path: str = "") -> None:
+        """Create a directory in the folder (see :func:`rh_iac.storage.mkdir`)."""
+        from rh_iac import storage
+
+        storage.mkdir(self, path)
+
+    def rm(self, path: str = "", recursive: bool = False) -> None:
+        """Remove a path of the folder (see :func:`rh_iac.storage.rm`)."""
+        from rh_iac import storage
+
+        storage.rm(self, path, recursive=recursive)
+
+    def to(self, system: "str | Folder", *, pattern: str | None = None, **kwargs: Any) -> "Folder":
+        """Copy the folder to another storage (a URL or a Folder) and return the Folder there
+        (see :func:`rh_iac.storage.copy_to`)."""
+        from rh_iac import storage
+
+        return storage.copy_to(self, system, pattern=pattern, **kwargs)
+
+
+#: storage_options keys that would put a credential into the spec (and so into git)
+_SECRET_OPTION_RE = re.compile(r"secret|token|passw|credential|private|signature|(^|_)key($|_|s$)|^sas", re.IGNORECASE)
+
+
+def _validate_storage_options(resource: Resource, options: object) -> dict[str, Any] | None:
+    import json
+
+    if options is None:
+        return None
+    if not isinstance(options, dict):
+        raise InvalidSpecError(f"{resource.label}: storage_options must be a dict of fsspec options or None.")
+
+    def walk(value: object, where: str) -> None:
+        if isinstance(value, dict):
+            for key, inner in value.items():
+                if not isinstance(key, str):
+                    raise InvalidSpecError(f"{resource.label}: storage_options{where} has a non-string key {key!r}.")
+                if _SECRET_OPTION_RE.search(key):
+                    raise InvalidSpecError(
+                        f"{resource.label}: storage_options{where}[{key!r}] looks like a credential; it would be "
+                        f"recorded in the folder's spec (and in git). Give credentials through the environment "
+                        f"(AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN, "
+                        f"GOOGLE_APPLICATION_CREDENTIALS) or a Secret delivered to where the folder is used."
+                    )
+                walk(inner, f"{where}[{key!r}]")
+        elif isinstance(value, (list, tuple)):
+            for i, inner in enumerate(value):
+                walk(inner, f"{where}[{i}]")
+
+    walk(options, "")
+    try:
+        return json.loads(json.dumps(options))
+    except (TypeError, ValueError):
+        raise InvalidSpecError(f"{resource.label}: storage_options must hold plain JSON values.") from None
 
 
 class Table(Resource):
@@ -316,6 +419,45 @@ class Blob(Resource):
 
     def dependencies(self) -> list[Resource]:
         return [self.folder]
+
+    @property
+    def url(self) -> str:
+        """The blob's object URL: its folder's URL + ``/`` + its name (a pickled value is at ``<url>.pickle``)."""
+        if "url" in self.outputs:
+            return self.outputs["url"]
+        return self.folder.url.rstrip("/") + "/" + self.name
+
+    # --- data: thin wrappers over rh_iac.storage (imported lazily) ------------------------------------------------
+    def write(self, value: Any) -> "Blob":
+        """Store ``value`` (bytes as they are, anything else pickled); see :func:`rh_iac.storage.write_blob`."""
+        from rh_iac import storage
+
+        storage.write_blob(self, value)
+        return self
+
+    def fetch(self) -> Any:
+        """The stored value; see :func:`rh_iac.storage.fetch_blob`."""
+        from rh_iac import storage
+
+        return storage.fetch_blob(self)
+
+    def exists(self) -> bool:
+        """Whether the blob holds a value."""
+        from rh_iac import storage
+
+        return storage.blob_exists(self)
+
+    def rm(self, missing_ok: bool = False) -> None:
+        """Remove the stored value; see :func:`rh_iac.storage.rm_blob`."""
+        from rh_iac import storage
+
+        storage.rm_blob(self, missing_ok=missing_ok)
+
+    def to(self, system: "str | Folder") -> "Blob":
+        """Copy the blob into another folder (a URL or a Folder) and return the Blob there."""
+        from rh_iac import storage
+
+        return storage.copy_blob(self, system)
 
 
 class Secret(Resource):

@@ -36,7 +36,8 @@ def _build(record: dict[str, Any], rns: Any, root: Path) -> Resource:
                 memory_limit=spec["memory_limit"], autostop_mins=spec["autostop_mins"], env=env, provider=provider,
             )
         elif kind == "folder":
-            resource = Folder(name, path=spec.get("path"), provider=provider)
+            resource = Folder(name, path=spec.get("path"), storage_options=spec.get("storage_options"),
+                              provider=provider)
         elif kind == "blob":
             resource = Blob(name, folder=_build(rns.read(spec["folder"]), rns, root), provider=provider)
         elif kind == "table":
