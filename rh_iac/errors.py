@@ -155,3 +155,16 @@ class StorageCopyError(StorageError):
 
 class StorageExistsError(StorageError, FileExistsError):
     """A copy's destination already holds data and ``overwrite=True`` was not given."""
+
+
+class SchemaMismatchError(StorageError, ValueError):
+    """Data appended to a Table does not have the table's stored schema (column names, types or pandas dtypes)."""
+
+
+# --- secrets: stores and delivery --------------------------------------------------------------------------------
+class UnknownSecretStoreError(UnknownSecretProviderError, DeclarationError):
+    """A Secret declares a ``store`` other than ``local`` or ``vault`` (raised at declaration time)."""
+
+
+class SecretDeliveryError(SecretError):
+    """A secret's values cannot be delivered to (or removed from) a cluster's workers."""

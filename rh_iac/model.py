@@ -402,6 +402,44 @@ class Table(Resource):
             raise _not_deployed(self, "url")
         return self.folder.url.rstrip("/") + "/" + self.name
 
+    # --- data: thin wrappers over rh_iac.data (imported lazily, so `import rh_iac` stays light) ------------------
+    def write(self, df: Any, **kwargs: Any) -> "Table":
+        """Write a pandas, pyarrow or dask dataframe as the table's data (see :func:`rh_iac.data.write_table`)."""
+        from rh_iac import data
+
+        data.write_table(self, df, **kwargs)
+        return self
+
+    def append(self, df: Any, **kwargs: Any) -> "Table":
+        """Add rows with the table's schema (see :func:`rh_iac.data.append_table`)."""
+        from rh_iac import data
+
+        data.append_table(self, df, **kwargs)
+        return self
+
+    def fetch(self, columns: list[str] | None = None, as_: str = "pandas") -> Any:
+        """The table's data as a ``pandas.DataFrame`` (``as_="pandas"``) or a ``pyarrow.Table`` (``as_="arrow"``)."""
+        from rh_iac import data
+
+        if as_ == "arrow":
+            return data.read_arrow(self, columns)
+        if as_ == "pandas":
+            return data.read_table(self, columns)
+        raise ValueError(f"{self.label}: as_ must be 'pandas' or 'arrow' (use .to_dask() for dask), got {as_!r}.")
+
+    def to_dask(self, columns: list[str] | None = None, **kwargs: Any) -> Any:
+        """The table as a lazy dask dataframe read by the workers (see :func:`rh_iac.data.table_to_dask`)."""
+        from rh_iac import data
+
+        return data.table_to_dask(self, columns, **kwargs)
+
+    def stream(self, batch_size: int, columns: list[str] | None = None) -> Any:
+        """Iterate over the table in pandas batches of at most ``batch_size`` rows (see
+        :func:`rh_iac.data.stream_table`)."""
+        from rh_iac import data
+
+        return data.stream_table(self, batch_size, columns)
+
 
 class Blob(Resource):
     """One object (bytes or a picklable value) in a :class:`Folder`."""
@@ -463,11 +501,20 @@ class Blob(Resource):
 class Secret(Resource):
     """A secret value kept in a secrets store; only its name and fingerprint are ever recorded.
 
-    The value is read at deploy time from the environment variable ``from_env``; with ``generate=True`` a random
-    token is created when that variable is unset and no value exists yet.
+    ``store`` says where the value lives: ``"local"`` (the default: encrypted in the stack's local store, keyed by a
+    file outside the repository) or ``"vault"`` (HashiCorp Vault KV v2 at ``<vault_mount>/<vault_path>/<name>``, on
+    ``vault_url`` or ``$VAULT_ADDR``; the token comes from ``$VAULT_TOKEN`` or ``~/.vault-token`` and is never part of
+    the spec). For the local store the value is read at deploy time from the environment variable ``from_env``; with
+    ``generate=True`` a random token is created when that variable is unset and no value exists yet. A Vault secret
+    may have neither: its value is then the one already in Vault.
+
+    ``value()`` reads the value; ``to(cluster, as_env=..., as_file=...)`` hands it to every worker of a cluster
+    (:mod:`rh_iac.secrets.delivery`); ``Secret.from_provider("aws")`` gives discovered provider credentials.
     """
 
     kind = "secret"
+    #: where a Secret's value can be kept
+    STORES: ClassVar[tuple[str, ...]] = ("local", "vault")
 
     def __init__(
         self,
@@ -475,22 +522,171 @@ class Secret(Resource):
         *,
         from_env: str | None = None,
         generate: bool = False,
+        store: str = "local",
+        vault_mount: str | None = None,
+        vault_path: str | None = None,
+        vault_url: str | None = None,
         provider: str | None = None,
     ) -> None:
         super().__init__(name, provider=provider)
+        if store not in self.STORES:
+            from rh_iac.errors import UnknownSecretStoreError
+
+            raise UnknownSecretStoreError(
+                f"{self.label}: unknown secret store {store!r}; choose one of {', '.join(self.STORES)} "
+                f"(local: encrypted on this machine, the default; vault: HashiCorp Vault KV v2)."
+            )
         if from_env is not None and (not isinstance(from_env, str) or not _ENV_VAR_RE.match(from_env)):
             raise InvalidSpecError(f"{self.label}: from_env {from_env!r} is not a valid environment variable name.")
         if not isinstance(generate, bool):
             raise InvalidSpecError(f"{self.label}: generate must be True or False.")
-        if from_env is None and not generate:
+        if store == "local" and from_env is None and not generate:
             raise InvalidSpecError(
                 f"{self.label}: give the value a source: from_env='VAR_NAME', generate=True, or both."
             )
+        self.store = store
+        if store == "vault":
+            self.vault_mount = self._vault_option("vault_mount", "mount", vault_mount or "secret")
+            self.vault_path = self._vault_option("vault_path", "path", vault_path or "rh_iac")
+            if vault_url is not None and (not isinstance(vault_url, str) or "://" not in vault_url):
+                raise InvalidSpecError(
+                    f"{self.label}: vault_url {vault_url!r} is not an address such as 'https://vault.example.com:8200'."
+                )
+            if vault_url is not None and "@" in vault_url.split("://", 1)[1].split("/", 1)[0]:
+                raise InvalidSpecError(f"{self.label}: vault_url must not carry credentials; use $VAULT_TOKEN.")
+            self.vault_url = vault_url
+        else:
+            given = [k for k, v in (("vault_mount", vault_mount), ("vault_path", vault_path),
+                                    ("vault_url", vault_url)) if v is not None]
+            if given:
+                raise InvalidSpecError(f"{self.label}: {', '.join(given)} only apply to store='vault'.")
+            self.vault_mount = self.vault_path = self.vault_url = None
         self.from_env = from_env
         self.generate = generate
 
+    def _vault_option(self, field: str, what: str, value: object) -> str:
+        from rh_iac.errors import SecretError
+        from rh_iac.secrets.vault import _clean_path
+
+        try:
+            return _clean_path(what, value)  # type: ignore[arg-type]
+        except SecretError as exc:
+            raise InvalidSpecError(f"{self.label}: {field}: {exc}") from None
+
     def spec(self) -> dict[str, Any]:
-        return {"from_env": self.from_env, "generate": self.generate}
+        spec: dict[str, Any] = {"from_env": self.from_env, "generate": self.generate}
+        if self.store != "local":  # only when not the default, so existing local secrets' records do not change
+            spec.update(store=self.store, vault_mount=self.vault_mount, vault_path=self.vault_path,
+                        vault_url=self.vault_url)
+        return spec
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> "Secret":
+        """The Secret an RNS record describes (store and Vault location included); no value is involved."""
+        spec = record.get("spec") or {}
+        secret = cls(record["name"], from_env=spec.get("from_env"), generate=bool(spec.get("generate", False)),
+                     store=spec.get("store", "local"), vault_mount=spec.get("vault_mount"),
+                     vault_path=spec.get("vault_path"), vault_url=spec.get("vault_url"),
+                     provider=record.get("provider"))
+        secret._recorded_stack = record.get("stack")
+        secret.status = record.get("status")
+        return secret
+
+    # --- values: read on request, never stored on the object ------------------------------------------------------
+    def _record(self, project: Any) -> dict[str, Any]:
+        from rh_iac.errors import RNSError
+
+        record = project.rns().read(self.name)
+        if record.get("type") != "secret":
+            raise RNSError(f"RNS record {self.name!r} is a {record.get('type')}, not a secret.")
+        return record
+
+    def vault_store(self) -> Any:
+        """The :class:`~rh_iac.secrets.VaultSecretStore` holding this secret (store='vault' only)."""
+        from rh_iac.secrets.vault import VaultSecretStore
+
+        if self.store != "vault":
+            raise InvalidSpecError(f"{self.label} is kept in the {self.store} store, not in Vault.")
+        return VaultSecretStore(url=self.vault_url, mount=self.vault_mount or "secret",
+                                path=self.vault_path or "rh_iac")
+
+    def value(self, project: Any = None) -> str:
+        """The secret's value, read from its store now (never cached on the object, never logged).
+
+        local: from the encrypted store of the stack that deployed it (the declaring stack, or the ``stack`` of its
+        RNS record in ``project``, default :meth:`Project.find`); vault: from Vault. A loaded record's store and Vault
+        location are taken from the record, so this works whatever rebuilt the object.
+        """
+        from rh_iac.errors import ResourceNotDeployedError, ResourceNotFoundError, SecretError
+
+        target: Secret = self
+        stack = self.stack.name if self.stack is not None else getattr(self, "_recorded_stack", None)
+        if self.store == "local" and (stack is None or self.status is not None):
+            from rh_iac.project import Project
+
+            project = project or Project.find()
+            try:
+                record = self._record(project)
+            except ResourceNotFoundError:
+                if stack is None:
+                    raise ResourceNotDeployedError(
+                        f"{self.label} has no value yet: deploy the stack that declares it (`invoke deploy`)."
+                    ) from None
+                record = None
+            if record is not None:
+                if record.get("status") != "deployed":
+                    raise ResourceNotDeployedError(
+                        f"{self.label} is {record.get('status')} (per its RNS record), so its value is gone; deploy "
+                        f"its stack again (`invoke deploy --stack {record.get('stack')}`)."
+                    )
+                if (record.get("spec") or {}).get("store", "local") != "local":
+                    target = Secret.from_record(record)  # e.g. rebuilt without its store by an older resolver
+                stack = record.get("stack") or stack
+        if target.store == "vault":
+            return target.vault_store().get(self.name)
+        from rh_iac.project import Project
+        from rh_iac.providers.local.secret import store_for
+
+        project = project or Project.find()
+        store = store_for(project.state_dir(stack))
+        if not store.exists(self.name):
+            raise SecretError(
+                f"{self.label}: no value in stack {stack!r}'s local store ({store.root}); deploy the stack "
+                f"(`invoke deploy --stack {stack}`) on this machine, with the same RH_IAC_HOME key."
+            )
+        return store.get(self.name)
+
+    def to(self, cluster: Any, as_env: Any = None, as_file: Any = None, *, project: Any = None) -> Any:
+        """Deliver the value to every worker of ``cluster`` (see :func:`rh_iac.secrets.delivery.deliver`).
+
+        ``as_env``: the environment variable to set in each worker process; ``as_file``: a file name, written with
+        mode 0600 under each worker's local_directory. With neither, ``as_env`` is the name upper-cased with ``-``
+        turned into ``_`` (``demo-token`` -> ``DEMO_TOKEN``). The value travels only over the cluster's TLS
+        connection; nothing is written on this side. Returns a :class:`~rh_iac.secrets.delivery.SecretDelivery`.
+        """
+        from rh_iac.secrets.delivery import deliver
+
+        if as_env is None and as_file is None:
+            as_env = self.name.upper().replace("-", "_")
+        return deliver({"value": self.value(project)}, cluster, as_env=as_env, as_file=as_file, name=self.name)
+
+    def revoke(self, cluster: Any) -> bool:
+        """Remove this secret's delivery from ``cluster``'s workers (variables restored, files removed)."""
+        from rh_iac.secrets.delivery import revoke
+
+        return revoke(self.name, cluster)
+
+    @staticmethod
+    def from_provider(provider: str, *, name: str | None = None, **discover_kwargs: Any) -> Any:
+        """Credentials of ``provider`` (aws, gcp, huggingface, github, ssh, custom) discovered from its standard
+        files and environment variables (:func:`rh_iac.secrets.discover`), as a transient
+        :class:`~rh_iac.secrets.delivery.ProviderSecret`: held in memory only, never recorded in RNS;
+        ``.to(cluster)`` sets them on the workers under their usual variable names."""
+        from rh_iac.secrets.delivery import ProviderSecret
+        from rh_iac.secrets.providers import discover
+
+        key = provider.strip().lower() if isinstance(provider, str) else provider
+        return ProviderSecret(key, discover(provider, **discover_kwargs), name=name)
 
 
 class Stack:

@@ -108,17 +108,20 @@ def preflight(project: Project, stack: Stack, target: Any) -> None:
             )
     rns = project.rns()
     rns.ensure_repo()
-    for name in set(rns.list()) & {r.name for r in stack}:
+    taken = []
+    for name in sorted(set(rns.list()) & {r.name for r in stack}):
         try:
             record = rns.read(name)
         except RNSError:
             continue  # a corrupt record is rewritten by this deploy
         if record.get("stack") not in (None, stack.name) and record.get("status") == "deployed":
-            raise NameTakenError(
-                f"{stack[name].label}: the name {name!r} is already taken in RNS by the deployed "
-                f"{record.get('type')} of stack {record['stack']!r} (rns/{name}.json); rename it, or destroy "
-                f"stack {record['stack']!r} first."
-            )
+            taken.append(f"{stack[name].label} (taken by the deployed {record.get('type')} of stack "
+                         f"{record['stack']!r}, rns/{name}.json)")
+    if taken:
+        raise NameTakenError(
+            f"stack {stack.name!r}: names already taken in RNS by other stacks: {'; '.join(taken)}. Rename them, "
+            f"or destroy the stacks that own them first."
+        )
     check = getattr(target, "preflight", None)
     if check is not None:
         check(stack, project.state_dir(stack.name))
@@ -153,9 +156,12 @@ def deploy(stack_name: str = "local", project: Project | None = None) -> DeployR
 def preview(stack_name: str = "local", project: Project | None = None, *, destroy: bool = False) -> Preview:
     """The plan the next deploy (or destroy) would apply, with drift, and how RNS records would change."""
     project, stack = _load(project, stack_name)
-    engine, target = _engine(project, stack)
-    plan = engine.plan(destroy=destroy)
-    engine.discard(plan)
+    with stack_lock(project.state_dir(stack.name), stack.name, "preview", shared=True):
+        engine, target = _engine(project, stack)
+        if not destroy:
+            preflight(project, stack, target)  # what deploy would refuse, preview refuses too
+        plan = engine.plan(destroy=destroy)
+        engine.discard(plan)
     rns = project.rns()
     changes: dict[str, tuple[dict | None, dict | None]] = {}
     for change in plan.changes:
@@ -185,6 +191,9 @@ def status(stack_name: str = "local", project: Project | None = None) -> list[Re
     rows = []
     for resource in stack:
         attributes = state.get(resource.name)
+        if target.render(resource) is None:  # e.g. an Env: part of the clusters that use it
+            rows.append(ResourceStatus(resource.name, resource.kind, "declared", "no infrastructure of its own"))
+            continue
         if attributes is None:
             rows.append(ResourceStatus(resource.name, resource.kind, "not deployed", "run `invoke deploy`"))
             continue
@@ -204,6 +213,9 @@ def destroy(stack_name: str = "local", project: Project | None = None) -> Deploy
             engine.apply(plan)
         else:
             engine.discard(plan)
+        cleanup = getattr(target, "cleanup", None)
+        if cleanup is not None:  # what Terraform no longer tracks (e.g. an autostopped cluster's folder and keys)
+            cleanup(stack, project.state_dir(stack.name))
         rns = project.rns()
         records = []
         for resource in stack:

@@ -44,8 +44,7 @@ def _build(record: dict[str, Any], rns: Any, root: Path) -> Resource:
             folder = _build(rns.read(spec["folder"]), rns, root)
             resource = Table(name, folder=folder, partition_on=spec.get("partition_on", []), provider=provider)
         elif kind == "secret":
-            resource = Secret(name, from_env=spec.get("from_env"), generate=spec.get("generate", False),
-                              provider=provider)
+            resource = Secret.from_record(record)
         elif kind == "env":
             resource = Env(name, packages=spec.get("packages", []), env_vars=spec.get("env_vars"),
                            setup=spec.get("setup", []), provider=provider)

@@ -15,6 +15,7 @@ from tf import schema, types
 from tf.iface import Provider, Resource
 from tf.types import Unknown
 
+from rh_iac.errors import RhIacError
 from rh_iac.providers.local import dask_cluster, secret, storage
 
 PROVIDER_SOURCE = "registry.terraform.io/rh-iac/rhlocal"
@@ -41,7 +42,10 @@ class _LocalResource(Resource):
     def _guard(self, ctx: Any, action: str, fn: Callable[[], Any]) -> Any:
         try:
             return fn()
-        except Exception as exc:  # every failure must reach Terraform as a diagnostic, never kill the plugin
+        except RhIacError as exc:  # an expected failure: its message says it all (and names the fix)
+            ctx.diagnostics.add_error(f"{ctx.type_name}: {action} failed: {exc}", "")
+            return None
+        except Exception as exc:  # a bug: every failure must reach Terraform as a diagnostic, never kill the plugin
             ctx.diagnostics.add_error(f"{ctx.type_name}: {action} failed: {exc}", traceback.format_exc(limit=5))
             return None
 

@@ -82,6 +82,8 @@ def render(resource: Resource) -> TerraformBlock | None:
             "folder_url": ref(_TYPES["folder"], resource.folder.name, "url"),
             "partition_on": resource.partition_on,
         }
+    elif isinstance(resource, Secret) and resource.store == "vault":
+        return None  # the value lives in Vault: nothing to provision here
     elif isinstance(resource, Secret):
         attributes = {"name": resource.name, "from_env": resource.from_env, "generate": resource.generate}
     else:
@@ -122,9 +124,26 @@ def preflight(stack: Stack, state_dir: Path) -> None:
     from rh_iac.providers.local import secret
 
     for resource in stack.resources("secret"):
+        if resource.store == "vault":
+            if resource.from_env or resource.generate:
+                raise SecretError(
+                    f"{resource.label}: writing values into Vault at deploy time is not supported yet; put the "
+                    f"value in Vault (`vault kv put {resource.vault_mount}/{resource.vault_path}/{resource.name} "
+                    f"value=...`) and declare the Secret with store='vault' alone."
+                )
+            continue
         if (not resource.generate and secret.incoming_value(resource.name, resource.from_env) is None
                 and not secret.store_for(state_dir).exists(resource.name)):
             raise SecretError(
                 f"{resource.label}: environment variable {resource.from_env} is not set and no value is stored "
                 f"yet; export it before deploying, or declare the secret with generate=True."
             )
+
+
+def cleanup(stack: Stack, state_dir: Path) -> None:
+    """After a destroy: stop and remove what no state records any more, such as an autostopped cluster's folder
+    (its TLS keys, logs, and any process still carrying its certificate)."""
+    from rh_iac.providers.local import dask_cluster
+
+    for resource in stack.resources("cluster"):
+        dask_cluster.delete(resource.name, {}, state_dir)
