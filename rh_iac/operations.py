@@ -70,9 +70,12 @@ def _portable(value: Any, root: Path) -> Any:
 
 
 def _record(resource: Resource, stack: Stack, attributes: dict[str, Any] | None, outputs: tuple[str, ...],
-            root: Path | None = None) -> dict:
-    """The RNS record of a resource: what was declared and what the engine computed; never a secret value."""
-    deployed = attributes is not None or resource.kind == "env"
+            root: Path | None = None, *, provisioned: bool = True) -> dict:
+    """The RNS record of a resource: what was declared and what the engine computed; never a secret value.
+
+    ``provisioned=False`` is for what the engine has nothing to create for (an Env, a folder on existing storage):
+    it is in service as soon as its stack is deployed."""
+    deployed = attributes is not None or not provisioned
     values = {k: attributes[k] for k in outputs if attributes and attributes.get(k) is not None}
     if root is not None:
         values = _portable(values, root)
@@ -90,7 +93,8 @@ def _record(resource: Resource, stack: Stack, attributes: dict[str, Any] | None,
 
 
 def _records(stack: Stack, state: dict[str, dict[str, Any]], target: Any, root: Path) -> list[dict]:
-    return [_record(r, stack, state.get(r.name), target.OUTPUTS.get(r.kind, ()), root) for r in stack]
+    return [_record(r, stack, state.get(r.name), target.OUTPUTS.get(r.kind, ()), root,
+                    provisioned=target.render(r) is not None) for r in stack]
 
 
 def _load(project: Project | None, stack_name: str) -> tuple[Project, Stack]:

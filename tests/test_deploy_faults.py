@@ -199,3 +199,20 @@ def test_no_git_repository_fails_before_deploying(tmp_path, monkeypatch):
     with pytest.raises(rh_iac.RNSError, match="git init"):
         rh_iac.deploy("tiny", project=Project(root))
     assert _state_names(type("P", (), {"root": root})(), "tiny") == set()
+
+
+def test_folders_on_existing_remote_storage_are_named_not_provisioned(project):
+    project.write_stack("remote", (
+        "from rh_iac import Blob, Folder, Stack, Table\n"
+        "with Stack('remote'):\n"
+        "    lake = Folder('lake', path='s3://rh-iac-test-bucket/data')\n"
+        "    Table('events', folder=lake)\n"
+        "    Blob('model', folder=lake)\n"
+    ))
+    project.invoke("deploy", "--stack", "remote")
+    assert _state_names(project, "remote") == set()  # nothing to create on this machine
+    for name in ("lake", "events", "model"):
+        assert json.loads((project.root / f"rns/{name}.json").read_text())["status"] == "deployed"
+    out = project.python("import rh_iac\nprint(rh_iac.load('events').url, rh_iac.load('model').url)").stdout.split()
+    assert out == ["s3://rh-iac-test-bucket/data/events", "s3://rh-iac-test-bucket/data/model"]
+    assert project.invoke("status", "--stack", "remote").stdout.count("declared") == 3

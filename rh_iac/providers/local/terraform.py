@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from rh_iac.engines.terraform import TerraformBlock, TerraformProviderSpec, ref
-from rh_iac.model import Cluster, Folder, Resource, Secret, Stack, Table
+from rh_iac.model import Blob, Cluster, Folder, Resource, Secret, Stack, Table
 
 NAME = "rhlocal"
 SOURCE = "rh-iac/rhlocal"
@@ -56,9 +56,18 @@ def provider_spec(stack: Stack, state_dir: Path, project_dir: Path, plugin_dir: 
     )
 
 
+def _remote(folder: Folder) -> bool:
+    """A folder on existing remote storage (``s3://bucket/prefix``...): used, not provisioned, by this provider."""
+    return bool(folder.path) and "://" in folder.path and not folder.path.startswith("file://")
+
+
 def render(resource: Resource) -> TerraformBlock | None:
-    """The Terraform resource for ``resource``; ``None`` for kinds that are not infrastructure here (Env)."""
+    """The Terraform resource for ``resource``; ``None`` for what is not infrastructure here: an Env, a secret kept
+    in Vault, a folder on existing remote storage (and its tables and blobs)."""
     attributes: dict[str, Any]
+    if isinstance(resource, (Folder, Table, Blob)) and _remote(resource if isinstance(resource, Folder)
+                                                               else resource.folder):
+        return None
     if isinstance(resource, Cluster):
         attributes = {
             "name": resource.name,
