@@ -149,7 +149,10 @@ def deploy(stack_name: str = "local", project: Project | None = None) -> DeployR
             rns.write(record)
         for name in rns.list():  # resources removed from the stack file were destroyed by this apply
             if name not in stack:
-                old = rns.read(name)
+                try:
+                    old = rns.read(name)
+                except RNSError:
+                    continue  # a hand-broken record of some other resource: not this deploy's to judge
                 if old.get("stack") == stack.name and old.get("status") != "destroyed":
                     rns.write({**old, "outputs": {}, "status": "destroyed"})
         summary = ", ".join(f"{v} {k}" for k, v in plan.summary().items() if v)
