@@ -48,7 +48,7 @@ from rh_iac.compute import (
     is_remote_exception,
     output_topic,
 )
-from rh_iac.errors import ComputeError, ModuleClosedError, ModuleLostError
+from rh_iac.errors import ModuleClosedError, ModuleLostError
 
 if TYPE_CHECKING:  # pragma: no cover
     from rh_iac.model import Cluster

@@ -6,7 +6,6 @@ before the engine runs; deploy and destroy hold the stack's lock and record the 
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any

@@ -49,7 +49,7 @@ import shutil
 import sys
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from typing import IO, TYPE_CHECKING, Any, Callable, Iterator
 
 from rh_iac.errors import (

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import concurrent.futures
-import contextlib
 import json
 import os
 import pickle
@@ -18,6 +17,8 @@ import uuid
 from pathlib import Path
 
 import pytest
+
+from project_helpers import project_importable, record_cluster
 
 from rh_iac import compute
 from rh_iac.errors import ClusterUnreachableError, ComputeError, ResourceNotDeployedError
@@ -579,48 +580,6 @@ JOBS = '''\
 def double(x):
     return 2 * x
 '''
-
-
-def record_cluster(proj, cluster) -> None:
-    """An RNS record of type cluster for the fixture's cluster (the shape operations._record writes on deploy)."""
-    from rh_iac.project import Project
-
-    rns = Project(proj.root).rns()
-    rns.write({
-        "schema_version": 1, "name": cluster.name, "type": "cluster", "provider": "local", "stack": "local",
-        "engine": "terraform", "spec": cluster.spec(), "outputs": dict(cluster.outputs), "status": "deployed",
-    })
-    rns.commit(f"rns: record test cluster {cluster.name}")
-
-
-def _add_to_path(root: str) -> None:
-    # Not client.run(sys.path.insert, 0, root): a bound method of a list pickles with a copy of the list, so the
-    # insert would land in that copy on the worker, not in the worker's sys.path.
-    sys.path.insert(0, root)
-
-
-def _forget_project(root: str, modules: tuple[str, ...]) -> None:
-    while root in sys.path:
-        sys.path.remove(root)
-    for name in modules:
-        sys.modules.pop(name, None)
-
-
-@contextlib.contextmanager
-def project_importable(cluster, root: Path, *modules: str):
-    """Make the project's modules importable here and on the workers, and forget them afterwards.
-
-    Code sync (shipping project code to the workers) is being built separately; until it lands, the workers find
-    the project's modules only because this puts the project root on their sys.path by hand.
-    """
-    client = compute.connect(cluster)
-    sys.path.insert(0, str(root))
-    client.run(_add_to_path, str(root))
-    try:
-        yield
-    finally:
-        _forget_project(str(root), modules)
-        client.run(_forget_project, str(root), modules)
 
 
 def test_saved_function_loads_and_runs_in_a_fresh_process(project, cluster, tmp_path):

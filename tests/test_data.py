@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from rh_iac import compute, data, demo
-from rh_iac.model import Cluster, Folder, Table
+from rh_iac.model import Folder, Table
 
 
 def _table(root, name="events", **kwargs) -> Table:

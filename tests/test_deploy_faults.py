@@ -12,7 +12,7 @@ import time
 import pytest
 
 import rh_iac
-from rh_iac.errors import DeployError, StackLockedError
+from rh_iac.errors import DeployError
 from rh_iac.locks import stack_lock
 from rh_iac.project import Project
 

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from project_helpers import _add_to_path, _forget_project, record_cluster
+
 import rh_iac
 from rh_iac import compute
 from rh_iac.modules import ModuleClosedError, ModuleLostError, ModuleSpec, RemoteModule
@@ -262,34 +264,11 @@ class Tally:
 '''
 
 
-def _add_to_path(root: str) -> None:
-    sys.path.insert(0, root)
-
-
-def _forget_project(root: str, modules: tuple[str, ...]) -> None:
-    while root in sys.path:
-        sys.path.remove(root)
-    for name in modules:
-        sys.modules.pop(name, None)
-
-
-def _record_cluster(proj, cluster) -> None:
-    """An RNS record of type cluster for the fixture's cluster (the shape operations._record writes on deploy)."""
-    from rh_iac.project import Project
-
-    rns = Project(proj.root).rns()
-    rns.write({
-        "schema_version": 1, "name": cluster.name, "type": "cluster", "provider": "local", "stack": "local",
-        "engine": "terraform", "spec": cluster.spec(), "outputs": dict(cluster.outputs), "status": "deployed",
-    })
-    rns.commit(f"rns: record test cluster {cluster.name}")
-
-
 def test_saved_module_loads_and_runs_in_a_fresh_process(project, cluster):
     from rh_iac.project import Project
 
     (project.root / "tally_jobs.py").write_text(JOBS)
-    _record_cluster(project, cluster)
+    record_cluster(project, cluster)
     root, client = str(project.root), compute.connect(cluster)
     # Code sync (shipping project code to the workers) is being built separately; until it lands, the workers
     # import the project's modules only because the test puts the project root on their sys.path by hand.
@@ -321,7 +300,7 @@ def test_save_refuses_local_classes_and_needs_a_cluster(project, cluster):
     from rh_iac.coderef import CodeReferenceError
     from rh_iac.project import Project
 
-    _record_cluster(project, cluster)
+    record_cluster(project, cluster)
 
     class Local:
         pass
