@@ -409,6 +409,14 @@ class Call(Generic[T]):
         self._cancel()
         return True
 
+    def wait(self) -> T:
+        """:meth:`result`, and if this process is interrupted (Ctrl-C) meanwhile, cancel the work on the cluster too."""
+        try:
+            return self.result()
+        except KeyboardInterrupt:
+            self.cancel()
+            raise
+
     def result(self, timeout: float | None = None) -> T:
         """The call's value; raises the remote exception, :class:`CallTimeoutError` or :class:`CallCancelledError`."""
         if self._expired is not None:
@@ -585,12 +593,7 @@ class RemoteFunction(Generic[T]):
 
     def __call__(self, *args: Any, **kwargs: Any) -> T:
         """Run ``fn(*args, **kwargs)`` on a worker and return its value; a remote exception is re-raised here."""
-        call = self.remote(*args, **kwargs)
-        try:
-            return call.result()
-        except KeyboardInterrupt:  # stop the work on the cluster too
-            call.cancel()
-            raise
+        return self.remote(*args, **kwargs).wait()
 
     # --- many calls -------------------------------------------------------------------------------------------------
     def map(

@@ -173,12 +173,7 @@ class RemoteMethod:
         return self._module._start(self.name, args, kwargs)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        call = self.remote(*args, **kwargs)
-        try:
-            return call.result()
-        except KeyboardInterrupt:  # interrupt the method on the worker too
-            call.cancel()
-            raise
+        return self.remote(*args, **kwargs).wait()
 
     def __repr__(self) -> str:
         return f"<RemoteMethod {self._module._spec.name}.{self.name}>"

@@ -53,3 +53,15 @@ def project_importable(cluster, root: Path, *modules: str):
     finally:
         _forget_project(str(root), modules)
         client.run(_forget_project, str(root), modules)
+
+
+def wait_for_file(path: Path, timeout: float = 60) -> str:
+    """The text of ``path`` once a remote call wrote it (a bounded wait, not a timing assertion)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.is_file() and path.read_text():
+            return path.read_text()
+        time.sleep(0.05)
+    raise AssertionError(f"{path} was not written within {timeout} s")

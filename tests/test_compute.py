@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from project_helpers import project_importable, record_cluster
+from project_helpers import project_importable, record_cluster, wait_for_file
 
 from rh_iac import compute
 from rh_iac.errors import ClusterUnreachableError, ComputeError, ResourceNotDeployedError
@@ -226,14 +226,6 @@ def test_import_of_every_compute_module_is_light():
 
 
 # --- helpers for the tests below -----------------------------------------------------------------------------------
-def _wait_for_file(path: Path, timeout: float = 60) -> str:
-    """The text of ``path`` once a remote call wrote it (a bounded wait, not a timing assertion)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if path.is_file() and path.read_text():
-            return path.read_text()
-        time.sleep(0.05)
-    raise AssertionError(f"{path} was not written within {timeout} s")
 
 
 def _slow_until_interrupted(started: str, outcome: str, steps: int = 600) -> str:
@@ -283,14 +275,14 @@ def test_call_reraises_the_remote_exception(cluster):
 def test_call_cancel_interrupts_the_running_code(cluster, tmp_path):
     started, outcome = tmp_path / "started", tmp_path / "outcome"
     call = compute.function(_slow_until_interrupted).to(cluster).remote(str(started), str(outcome))
-    _wait_for_file(started)
+    wait_for_file(started)
     assert not call.done()
     assert call.cancel() is True and call.cancelled()
     with pytest.raises(compute.CallCancelledError, match="_slow_until_interrupted"):
         call.result()
     with pytest.raises(concurrent.futures.CancelledError):  # the standard family, too
         call.exception()
-    assert _wait_for_file(outcome) == "CallInterrupted"  # the worker thread stopped running it
+    assert wait_for_file(outcome) == "CallInterrupted"  # the worker thread stopped running it
 
 
 def test_result_wait_timeout_leaves_the_call_running(cluster, tmp_path):
@@ -339,7 +331,7 @@ def test_timeout_raises_names_the_function_and_cancels_the_work(cluster, tmp_pat
     assert isinstance(info.value, TimeoutError) and isinstance(info.value, ComputeError)
     message = str(info.value)
     assert "_slow_until_interrupted()" in message and "0.5 s" in message and "cancelled" in message
-    assert _wait_for_file(outcome) == "CallInterrupted"  # not left running for ~30 s on the worker
+    assert wait_for_file(outcome) == "CallInterrupted"  # not left running for ~30 s on the worker
     assert compute.function(lambda: "still healthy").to(cluster, timeout=30)() == "still healthy"
 
 
@@ -351,7 +343,7 @@ def test_timeout_of_a_call_started_with_remote(cluster, tmp_path):
     with pytest.raises(compute.CallTimeoutError):
         call.result()  # the same outcome again
     assert call.done() and call.cancelled()
-    assert _wait_for_file(outcome) == "CallInterrupted"
+    assert wait_for_file(outcome) == "CallInterrupted"
 
 
 def test_retries_rerun_a_call_that_raised(cluster, tmp_path):
@@ -393,7 +385,7 @@ def test_map_timeout_cancels_every_chunk(cluster, tmp_path):
     running = [i for i in range(6) if (tmp_path / f"started-{i}").exists()]
     assert running  # the two workers had started some items
     for i in running:
-        assert _wait_for_file(tmp_path / f"outcome-{i}") == "CallInterrupted"
+        assert wait_for_file(tmp_path / f"outcome-{i}") == "CallInterrupted"
     assert compute.function(lambda x: x).to(cluster).map(range(3)) == [0, 1, 2]  # the workers are free again
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from project_helpers import _add_to_path, _forget_project, record_cluster
+from project_helpers import _add_to_path, _forget_project, record_cluster, wait_for_file
 
 import rh_iac
 from rh_iac import compute
@@ -78,13 +78,6 @@ class Sleeper:
         return ("pong", self.calls)
 
 
-def _wait_for_file(path: Path, timeout: float = 60) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if path.is_file() and path.read_text():
-            return path.read_text()
-        time.sleep(0.05)
-    raise AssertionError(f"{path} was not written within {timeout} s")
 
 
 def _actors(cluster) -> set[str]:
@@ -212,18 +205,18 @@ def test_method_timeout_interrupts_the_method_and_frees_the_instance(cluster, tm
         with pytest.raises(compute.CallTimeoutError) as info:
             sleeper.nap()
         assert "Sleeper.nap()" in str(info.value) and "0.5 s" in str(info.value)
-        assert _wait_for_file(tmp_path / "outcome") == "CallInterrupted"
+        assert wait_for_file(tmp_path / "outcome") == "CallInterrupted"
         assert sleeper.ping() == ("pong", 1)  # same instance, and its actor thread is free again
 
 
 def test_cancel_a_method_call(cluster, tmp_path):
     with rh_iac.module(Sleeper).to(cluster, str(tmp_path)) as sleeper:
         call = sleeper.nap.remote()
-        _wait_for_file(tmp_path / "started")
+        wait_for_file(tmp_path / "started")
         assert call.cancel() is True
         with pytest.raises(compute.CallCancelledError, match=r"Sleeper.nap\(\)"):
             call.result()
-        assert _wait_for_file(tmp_path / "outcome") == "CallInterrupted"
+        assert wait_for_file(tmp_path / "outcome") == "CallInterrupted"
         assert sleeper.ping() == ("pong", 1)
 
 
