@@ -27,22 +27,39 @@ def _errors(fn):
     return wrapper
 
 
-@task(help={"stack": "stack file under stacks/ (default: local)"})
+_STACK = "stack file under stacks/ (default: local); with --engine pulumi, a Pulumi stack such as aws-dev"
+_ENGINE = "terraform (default; provider local) or pulumi (every provider; needs the pulumi CLI)"
+_PULUMI_STACK = "with --engine pulumi: the Pulumi stack to use when --stack names the stack file"
+
+
+def _engine_options(console, engine, pulumi_stack):
+    """What the operations take for the chosen engine: Pulumi's output is streamed to the console."""
+    from rh_iac import render
+
+    if engine != "pulumi":
+        return {"engine": engine}
+    return {"engine": engine, "pulumi_stack": pulumi_stack or None, "on_output": render.stream(console)}
+
+
+@task(help={"stack": _STACK, "engine": _ENGINE, "pulumi_stack": _PULUMI_STACK})
 @_errors
-def deploy(c, stack="local"):
-    """Provision the stack through Terraform and record every resource in RNS."""
+def deploy(c, stack="local", engine="terraform", pulumi_stack=""):
+    """Provision the stack (Terraform, or Pulumi with --engine pulumi) and record every resource in RNS."""
     from rh_iac import operations, render
 
-    render.deployed(_console(), operations.deploy(stack))
+    console = _console()
+    render.deployed(console, operations.deploy(stack, **_engine_options(console, engine, pulumi_stack)))
 
 
-@task(help={"stack": "stack file under stacks/ (default: local)", "destroy": "preview a destroy instead"})
+@task(help={"stack": _STACK, "destroy": "preview a destroy instead", "engine": _ENGINE, "pulumi_stack": _PULUMI_STACK})
 @_errors
-def preview(c, stack="local", destroy=False):
+def preview(c, stack="local", destroy=False, engine="terraform", pulumi_stack=""):
     """Show the plan (with drift) and the RNS changes the next deploy would make."""
     from rh_iac import operations, render
 
-    render.preview(_console(), operations.preview(stack, destroy=destroy))
+    console = _console()
+    render.preview(console, operations.preview(stack, destroy=destroy,
+                                               **_engine_options(console, engine, pulumi_stack)))
 
 
 @task(help={"stack": "stack file under stacks/ (default: local)"})
@@ -54,13 +71,14 @@ def status(c, stack="local"):
     render.status(_console(), stack, operations.status(stack))
 
 
-@task(help={"stack": "stack file under stacks/ (default: local)"})
+@task(help={"stack": _STACK, "engine": _ENGINE, "pulumi_stack": _PULUMI_STACK})
 @_errors
-def destroy(c, stack="local"):
+def destroy(c, stack="local", engine="terraform", pulumi_stack=""):
     """Destroy every resource of the stack; RNS records the destroy."""
     from rh_iac import operations, render
 
-    render.deployed(_console(), operations.destroy(stack))
+    console = _console()
+    render.deployed(console, operations.destroy(stack, **_engine_options(console, engine, pulumi_stack)))
 
 
 @task(help={"stack": "stack file under stacks/ (default: local)"})

@@ -1,16 +1,10 @@
-"""Pulumi program for rh_iac stacks: ``pulumi up -s <stack>`` runs stacks/<stack>.py.
+"""The Pulumi program of rh_iac stacks: ``pulumi up -s <stack>`` deploys the stack file the Pulumi stack selects.
 
-The Pulumi rendering of the providers (ComponentResources over pulumi-aws / pulumi-gcp, dynamic providers for
-local) is not built yet; until it is, this program refuses clearly and names the engine that works.
+Config ``rh_iac:stack`` in ``Pulumi.<stack>.yaml`` names the stack file (``rh_iac:stack: aws`` -> stacks/aws.py);
+without it the Pulumi stack's own name does (``pulumi up -s local`` -> stacks/local.py). ``invoke deploy --engine
+pulumi`` runs the very same function through the Automation API.
 """
 
-import pulumi
+from rh_iac.engines.pulumi import main
 
-from rh_iac.errors import EngineNotAvailableError
-from rh_iac.project import Project
-
-stack = Project.find().load_stack(pulumi.get_stack())  # validates the declaration even here
-raise EngineNotAvailableError(
-    f"stack {stack.name!r}: rh_iac's Pulumi rendering is not available yet; deploy with the Terraform engine: "
-    f"`invoke deploy --stack {stack.name}`."
-)
+main()

@@ -168,3 +168,34 @@ class UnknownSecretStoreError(UnknownSecretProviderError, DeclarationError):
 
 class SecretDeliveryError(SecretError):
     """A secret's values cannot be delivered to (or removed from) a cluster's workers."""
+
+
+# --- cloud clusters: declarations and Pulumi stack config --------------------------------------------------------
+class InvalidCidrError(InvalidSpecError):
+    """A CIDR allowlist entry (allowed_cidrs, ssh_cidrs) is not a network such as '203.0.113.0/24'."""
+
+
+class PublicIngressError(InvalidSpecError):
+    """An allowlist opens a cluster to the whole internet (0.0.0.0/0 or ::/0) without ``allow_public=True``."""
+
+
+class CloudOnlyFieldError(InvalidSpecError):
+    """A cloud-only Cluster field (instance_type, spot, region...) is set on a cluster of another provider."""
+
+
+class StackConfigError(DeclarationError):
+    """A value in the Pulumi stack config (Pulumi.<stack>.yaml, namespace rh_iac) is missing or invalid."""
+
+
+# --- cloud node runtime: bootstrap and readiness ------------------------------------------------------------------
+class NodeConfigError(InvalidSpecError):
+    """A cloud node's bootstrap config is invalid (role, status URL, scheduler address, or key material inlined)."""
+
+
+class ClusterNotReadyError(ComputeError, TimeoutError):
+    """A deployed cluster's scheduler did not answer over TLS with its workers (or its nodes reported a failed boot)."""
+
+
+# --- engines: selection ------------------------------------------------------------------------------------------
+class UnknownEngineError(EngineNotAvailableError, ValueError):
+    """An operation names an IaC engine other than ``terraform`` or ``pulumi``."""

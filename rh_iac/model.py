@@ -17,16 +17,20 @@ values. Every check that can be made without deploying is made here, and raises 
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any, ClassVar, Iterator
 
 from rh_iac.errors import (
+    CloudOnlyFieldError,
     DuplicateResourceError,
+    InvalidCidrError,
     InvalidNameError,
     InvalidSpecError,
     MissingDependencyError,
+    PublicIngressError,
     UnknownProviderError,
 )
 
@@ -37,6 +41,16 @@ _NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,61}[a-z0-9]$|^[a-z]$")
 _ENV_VAR_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # what distributed's parse_memory_limit accepts: "auto", a byte count, a fraction of RAM, or a size with a unit
 _MEMORY_RE = re.compile(r"^(auto|\d+(\.\d+)?\s*([kmgtp]i?b?|b)?)$", re.IGNORECASE)
+
+#: providers whose clusters run on a cloud's machines (and take the cloud fields of :class:`Cluster`)
+CLOUD_PROVIDERS = ("aws", "gcp")
+#: Cluster fields that only mean something on a cloud provider
+CLOUD_FIELDS = ("instance_type", "scheduler_instance_type", "spot", "region", "allowed_cidrs", "allow_public",
+                "ssh_cidrs", "disk_gb", "image")
+# machine types: aws "t3.large", gcp "e2-standard-4" / "n2-custom-4-8192"
+_INSTANCE_TYPE_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,62}$")
+# regions: aws "us-east-1", "us-gov-west-1"; gcp "us-central1", "europe-west4"
+_REGION_RE = re.compile(r"^[a-z]+(-[a-z]+)+-?[0-9]+$")
 
 _current_stack: ContextVar["Stack | None"] = ContextVar("rh_iac_current_stack", default=None)
 _declared_stacks: ContextVar["list[Stack] | None"] = ContextVar("rh_iac_declared_stacks", default=None)
@@ -67,6 +81,59 @@ def _int_field(resource: "Resource", field: str, value: object, minimum: int) ->
         )
     if value < minimum:
         raise InvalidSpecError(f"{resource.label}: {field} must be >= {minimum}, got {value}.")
+    return value
+
+
+def parse_cidrs(values: object, *, allow_public: bool = False) -> list[str]:
+    """``values`` as a list of normalized CIDR strings (IPv4 or IPv6 networks, e.g. ``"203.0.113.0/24"``).
+
+    Raises :class:`InvalidCidrError` for an entry that is not a network (host bits set count as a typo), and
+    :class:`PublicIngressError` for 0.0.0.0/0 or ::/0 unless ``allow_public``. The messages say what is wrong with
+    the value; callers prefix where it came from.
+    """
+    if isinstance(values, str) or not isinstance(values, (list, tuple)):
+        raise InvalidCidrError(f"expected a list of CIDRs such as ['203.0.113.0/24'], got {values!r}")
+    cidrs: list[str] = []
+    for value in values:
+        try:
+            network = ipaddress.ip_network(value.strip() if isinstance(value, str) else value, strict=True)
+        except (TypeError, ValueError) as exc:
+            hint = ""
+            if isinstance(value, str):
+                try:
+                    hint = f" (did you mean {ipaddress.ip_network(value.strip(), strict=False)}?)"
+                except ValueError:
+                    pass
+            raise InvalidCidrError(f"{value!r} is not a network in CIDR notation{hint}: {exc}") from None
+        if network.prefixlen == 0 and not allow_public:
+            raise PublicIngressError(
+                f"{value!r} opens the cluster to the whole internet; list the networks that need access (your "
+                f"office or VPN range, e.g. '203.0.113.0/24'), or opt in explicitly with allow_public=True "
+                f"(stack config rh_iac:allowPublic: true)"
+            )
+        if str(network) not in cidrs:
+            cidrs.append(str(network))
+    return cidrs
+
+
+def check_instance_type(value: object) -> str:
+    """``value`` if it looks like a machine type (``t3.large``, ``e2-standard-4``), else :class:`InvalidSpecError`."""
+    if not isinstance(value, str) or not _INSTANCE_TYPE_RE.match(value):
+        raise InvalidSpecError(f"{value!r} is not a machine type such as 't3.large' (aws) or 'e2-standard-4' (gcp)")
+    return value
+
+
+def check_region(value: object) -> str:
+    """``value`` if it looks like a region (``us-east-1``, ``us-central1``), else :class:`InvalidSpecError`."""
+    if not isinstance(value, str) or not _REGION_RE.match(value):
+        raise InvalidSpecError(f"{value!r} is not a region such as 'us-east-1' (aws) or 'us-central1' (gcp)")
+    return value
+
+
+def check_disk_gb(value: object) -> int:
+    """``value`` if it is a whole number of GB between 10 and 16384, else :class:`InvalidSpecError`."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 10 <= value <= 16384:
+        raise InvalidSpecError(f"{value!r} is not a disk size: give a whole number of GB between 10 and 16384")
     return value
 
 
@@ -114,6 +181,9 @@ class Resource:
         """Resources this one refers to; they must be declared in the same stack."""
         return []
 
+    def check_provider(self) -> None:
+        """Checks of fields against the resource's provider, once it is known; raises a DeclarationError."""
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r})"
 
@@ -157,6 +227,19 @@ class Cluster(Resource):
     Either a fixed size (``workers=N``, default 2) or adaptive (``min_workers``/``max_workers``: the scheduler starts
     and retires workers with the load). An idle cluster stops itself after ``autostop_mins`` (-1: never); the next
     deploy brings it back.
+
+    On a cloud provider (``aws``, ``gcp``) these fields choose the machines; each one left out comes from the Pulumi
+    stack config (``Pulumi.<stack>.yaml``, see :mod:`rh_iac.providers.cloud_settings`), then a built-in default:
+
+    - ``instance_type`` (workers) and ``scheduler_instance_type``; ``spot=True`` makes the workers spot/preemptible
+      (the scheduler is always on-demand); ``disk_gb`` (boot disk) and ``image`` (an AMI id, or a GCP image);
+    - ``region``: where the cluster runs (default: the stack's region);
+    - ``allowed_cidrs``: the networks that may reach the scheduler (8786) and dashboard (8787). 0.0.0.0/0 and ::/0
+      are refused unless ``allow_public=True``; ``[]`` opens nothing outside the cluster's network;
+    - ``ssh_cidrs``: port 22 is opened to these networks only, and only when given.
+
+    A fixed size (``workers=N``) only: adaptive scaling is for local clusters. Setting a cloud field on a local
+    cluster raises :class:`~rh_iac.errors.CloudOnlyFieldError`.
     """
 
     kind = "cluster"
@@ -172,9 +255,20 @@ class Cluster(Resource):
         memory_limit: str = "auto",
         autostop_mins: float = 60,
         env: Env | None = None,
+        instance_type: str | None = None,
+        scheduler_instance_type: str | None = None,
+        spot: bool | None = None,
+        region: str | None = None,
+        allowed_cidrs: list[str] | tuple[str, ...] | None = None,
+        allow_public: bool = False,
+        ssh_cidrs: list[str] | tuple[str, ...] | None = None,
+        disk_gb: int | None = None,
+        image: str | None = None,
         provider: str | None = None,
     ) -> None:
         super().__init__(name, provider=provider)
+        #: whether the declaration sized the cluster (else a cloud stack's config rh_iac:workers may)
+        self.workers_declared = workers is not None or max_workers is not None
         if max_workers is None and min_workers is not None:
             raise InvalidSpecError(f"{self.label}: min_workers needs max_workers too (adaptive scaling between them).")
         if max_workers is not None:
@@ -210,6 +304,61 @@ class Cluster(Resource):
         if env is not None and not isinstance(env, Env):
             raise InvalidSpecError(f"{self.label}: env must be an Env, got {type(env).__name__}.")
         self.env = env
+        self._set_cloud_fields(instance_type=instance_type, scheduler_instance_type=scheduler_instance_type,
+                               spot=spot, region=region, allowed_cidrs=allowed_cidrs, allow_public=allow_public,
+                               ssh_cidrs=ssh_cidrs, disk_gb=disk_gb, image=image)
+        if self._provider is not None or self.stack is not None:
+            self.check_provider()
+
+    def _set_cloud_fields(self, **fields: Any) -> None:
+        for field in ("instance_type", "scheduler_instance_type"):
+            if fields[field] is not None:
+                fields[field] = self._checked(field, check_instance_type, fields[field])
+        for field in ("spot", "allow_public"):
+            if fields[field] is not None and not isinstance(fields[field], bool):
+                raise InvalidSpecError(f"{self.label}: {field} must be True or False, got {fields[field]!r}.")
+        if fields["region"] is not None:
+            fields["region"] = self._checked("region", check_region, fields["region"])
+        if fields["disk_gb"] is not None:
+            fields["disk_gb"] = self._checked("disk_gb", check_disk_gb, fields["disk_gb"])
+        if fields["image"] is not None and (not isinstance(fields["image"], str) or not fields["image"].strip()):
+            raise InvalidSpecError(f"{self.label}: image must be an image id or name, got {fields['image']!r}.")
+        for field in ("allowed_cidrs", "ssh_cidrs"):
+            if fields[field] is not None:
+                fields[field] = self._checked(
+                    field, lambda v: parse_cidrs(v, allow_public=bool(fields["allow_public"])), fields[field])
+        for field, value in fields.items():
+            setattr(self, field, value)
+
+    def _checked(self, field: str, check: Any, value: object) -> Any:
+        try:
+            return check(value)
+        except InvalidSpecError as exc:
+            raise type(exc)(f"{self.label}: {field}: {exc}.") from None
+
+    @property
+    def cloud_fields(self) -> dict[str, Any]:
+        """The cloud fields this declaration sets (``allow_public`` only when True)."""
+        values = {field: getattr(self, field) for field in CLOUD_FIELDS}
+        return {k: v for k, v in values.items() if v is not None and not (k == "allow_public" and v is False)}
+
+    def check_provider(self) -> None:
+        """Cloud fields on a non-cloud cluster, and adaptive scaling on a cloud one, are declaration errors."""
+        provider = self.provider
+        if provider not in CLOUD_PROVIDERS:
+            given = list(self.cloud_fields)
+            if given:
+                verb, pronoun = ("applies", "it") if len(given) == 1 else ("apply", "them")
+                raise CloudOnlyFieldError(
+                    f"{self.label}: {', '.join(given)} only {verb} to clusters on a cloud provider "
+                    f"({', '.join(CLOUD_PROVIDERS)}), and this one is on provider {provider!r}; remove {pronoun}, "
+                    f"or declare the cluster with provider='aws' or 'gcp'."
+                )
+        elif self.adaptive:
+            raise InvalidSpecError(
+                f"{self.label}: adaptive scaling (min_workers/max_workers) is only available on local clusters; "
+                f"on provider {provider!r} give a fixed size with workers=N."
+            )
 
     @property
     def adaptive(self) -> bool:
@@ -225,6 +374,7 @@ class Cluster(Resource):
             "memory_limit": self.memory_limit,
             "autostop_mins": self.autostop_mins,
             "env": self.env.name if self.env else None,
+            **self.cloud_fields,  # only the ones declared, so existing records do not change
         }
 
     def dependencies(self) -> list[Resource]:
@@ -730,6 +880,7 @@ class Stack:
     def validate(self) -> "Stack":
         """Check references between resources; raises a :class:`DeclarationError`."""
         for resource in self._resources.values():
+            resource.check_provider()
             for dep in resource.dependencies():
                 if self._resources.get(dep.name) is not dep:
                     raise MissingDependencyError(

@@ -1,23 +1,30 @@
 """The everyday operations on a stack — deploy, preview, status, destroy — as library calls.
 
 ``tasks.py`` only wraps these. Each one loads and validates the stack file first, so an invalid declaration fails
-before the engine runs; deploy and destroy hold the stack's lock and record the outcome in RNS.
+before the engine runs; deploy and destroy hold the stack's lock and record the outcome in RNS. ``engine`` picks who
+plans and applies: ``"terraform"`` (the default; provider local) or ``"pulumi"`` (every provider, through the
+Automation API and the pulumi CLI). Both record the same RNS records, so ``rh_iac.load(name)`` does not care.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Mapping
 
 from rh_iac.engines.terraform import Plan, TerraformEngine
-from rh_iac.errors import EngineNotAvailableError, NameTakenError, RNSError
+from rh_iac.errors import EngineNotAvailableError, NameTakenError, RNSError, StackFileError, UnknownEngineError
 from rh_iac.locks import stack_lock
 from rh_iac.model import Resource, Stack
 from rh_iac.project import Project
-from rh_iac.providers import terraform_target
+from rh_iac.providers import pulumi_target, terraform_target
 
 RNS_SCHEMA_VERSION = 1
+#: the IaC engines a stack can be deployed with
+ENGINES = ("terraform", "pulumi")
+#: how long a deploy waits for a cloud cluster's nodes to boot and report ready
+READY_TIMEOUT_S = 900.0
 
 
 @dataclass
@@ -69,7 +76,7 @@ def _portable(value: Any, root: Path) -> Any:
 
 
 def _record(resource: Resource, stack: Stack, attributes: dict[str, Any] | None, outputs: tuple[str, ...],
-            root: Path | None = None, *, provisioned: bool = True) -> dict:
+            root: Path | None = None, *, provisioned: bool = True, engine: str = "terraform") -> dict:
     """The RNS record of a resource: what was declared and what the engine computed; never a secret value.
 
     ``provisioned=False`` is for what the engine has nothing to create for (an Env, a folder on existing storage):
@@ -84,7 +91,7 @@ def _record(resource: Resource, stack: Stack, attributes: dict[str, Any] | None,
         "type": resource.kind,
         "provider": resource.provider,
         "stack": stack.name,
-        "engine": "terraform",
+        "engine": engine,
         "spec": resource.spec(),
         "outputs": values,
         "status": "deployed" if deployed else "not deployed",
@@ -96,9 +103,106 @@ def _records(stack: Stack, state: dict[str, dict[str, Any]], target: Any, root: 
                     provisioned=target.render(r) is not None) for r in stack]
 
 
+def pulumi_records(stack: Stack, outputs: Mapping[str, Any], target: Any, root: Path) -> list[dict]:
+    """The RNS records of ``stack`` after a Pulumi ``up``, from its stack outputs (``{resource: OutputValue}`` as the
+    Automation API returns them, or plain dicts), written exactly as the Terraform engine's. A resource with no
+    output entry has no infrastructure of its own (an Env, a folder on existing storage): in service once deployed.
+    Secret outputs are never recorded."""
+    from rh_iac.engines.pulumi import plain_outputs
+
+    plain = plain_outputs(outputs)
+    return [_record(r, stack, plain.get(r.name), target.OUTPUTS.get(r.kind, ()), root, provisioned=r.name in plain,
+                    engine="pulumi") for r in stack]
+
+
 def _load(project: Project | None, stack_name: str) -> tuple[Project, Stack]:
     project = project or Project.find()
+    if not project.stack_file(stack_name).is_file() and (project.root / f"Pulumi.{stack_name}.yaml").is_file():
+        raise StackFileError(
+            f"{stack_name!r} is a Pulumi stack (Pulumi.{stack_name}.yaml), not a stack file under stacks/; use the "
+            f"Pulumi engine: `invoke deploy --engine pulumi --stack {stack_name}`."
+        )
     return project, project.load_stack(stack_name)
+
+
+def _check_engine(engine: str) -> None:
+    if engine not in ENGINES:
+        raise UnknownEngineError(f"unknown engine {engine!r}; choose one of: {', '.join(ENGINES)} "
+                                 f"(`invoke deploy --engine pulumi`).")
+
+
+def _pulumi(project: Project | None, stack_name: str, pulumi_stack: str | None,
+            on_output: Callable[[str], None] | None) -> tuple[Project, Stack, Any, Any]:
+    """``(project, stack, PulumiEngine, Pulumi target)``; the CLI is looked for first, the stack validated next."""
+    from rh_iac.engines import pulumi as pulumi_engine
+
+    pulumi_engine.find_cli()
+    project = project or Project.find()
+    stack_file, pulumi_stack = pulumi_engine.resolve(project, stack_name, pulumi_stack)
+    stack = project.load_stack(stack_file)
+    target = pulumi_target(stack.provider)
+    return project, stack, pulumi_engine.PulumiEngine(project, stack_file, pulumi_stack, on_output=on_output), target
+
+
+def _write_records(rns: Any, stack: Stack, records: list[dict]) -> None:
+    """Write a deploy's records; resources removed from the stack file were destroyed by it."""
+    for record in records:
+        rns.write(record)
+    for name in rns.list():
+        if name not in stack:
+            try:
+                old = rns.read(name)
+            except RNSError:
+                continue  # a hand-broken record of some other resource: not this deploy's to judge
+            if old.get("stack") == stack.name and old.get("status") != "destroyed":
+                rns.write({**old, "outputs": {}, "status": "destroyed"})
+
+
+def _record_destroyed(rns: Any, stack: Stack, engine: str) -> list[dict]:
+    records = []
+    for resource in stack:
+        try:
+            owner = rns.read(resource.name).get("stack")
+        except RNSError:
+            owner = None
+        if owner not in (None, stack.name):
+            continue  # the name belongs to another stack's record: not ours to mark destroyed
+        record = _record(resource, stack, None, (), engine=engine)
+        record["status"] = "destroyed"
+        records.append(record)
+        rns.write(record)
+    return records
+
+
+def expected_workers(cluster: Resource, config: Mapping[str, Any]) -> int:
+    """How many workers a deployed cloud cluster must have: its declaration's, else the stack config's
+    ``rh_iac:workers`` (what the rendering used), else the declaration's default."""
+    if getattr(cluster, "adaptive", False):
+        return cluster.min_workers or 0
+    configured = config.get("rh_iac:workers")
+    if not getattr(cluster, "workers_declared", True) and configured is not None:
+        return int(configured)
+    return cluster.workers
+
+
+def wait_for_clusters(stack: Stack, records: list[dict], root: Path, *, config: Mapping[str, Any] | None = None,
+                      timeout: float = READY_TIMEOUT_S, since: float | None = None,
+                      progress: Callable[[str], None] | None = None) -> None:
+    """Block until every cloud cluster of a deploy answers over TLS with its workers and its nodes reported ready;
+    :class:`~rh_iac.errors.ClusterNotReadyError` (saying why, with the nodes' bootstrap log) when they do not.
+    ``config`` is the Pulumi stack's config (for a worker count the declaration leaves to it); a node failure
+    reported after ``since`` (a ``time.time()`` from before the deploy) ends the wait at once."""
+    from rh_iac.resolver import _absolute
+    from runtime.readiness import wait_ready
+
+    for record in records:
+        resource = stack[record["name"]]
+        if record["type"] != "cluster" or resource.provider == "local" or record["status"] != "deployed":
+            continue
+        outputs = _absolute(dict(record["outputs"]), root)
+        wait_ready(outputs["scheduler_address"], outputs["tls"], outputs["status_url"], timeout=timeout,
+                   workers=expected_workers(resource, config or {}), label=resource.label, since=since,
+                   progress=progress)
 
 
 def preflight(project: Project, stack: Stack, target: Any) -> None:
@@ -130,58 +234,95 @@ def preflight(project: Project, stack: Stack, target: Any) -> None:
         check(stack, project.state_dir(stack.name))
 
 
-def deploy(stack_name: str = "local", project: Project | None = None) -> DeployResult:
-    """Plan the stack and apply the plan if it changes anything; then record every resource in RNS and commit."""
+def deploy(stack_name: str = "local", project: Project | None = None, *, engine: str = "terraform",
+           pulumi_stack: str | None = None, on_output: Callable[[str], None] | None = None,
+           ready_timeout: float = READY_TIMEOUT_S) -> DeployResult:
+    """Plan the stack and apply the plan if it changes anything; then record every resource in RNS and commit.
+
+    With ``engine="pulumi"``, ``stack_name`` may name a Pulumi stack (``aws-dev``: its ``Pulumi.aws-dev.yaml`` says
+    ``rh_iac:stack: aws``), or a stack file with ``pulumi_stack`` naming the Pulumi stack; the engine's output is
+    streamed to ``on_output``, and after the RNS commit the deploy waits (at most ``ready_timeout`` seconds) until
+    every cloud cluster is ready, raising :class:`~rh_iac.errors.ClusterNotReadyError` with the reason if not."""
+    _check_engine(engine)
+    if engine == "pulumi":
+        return _deploy_pulumi(stack_name, project, pulumi_stack, on_output, ready_timeout)
     project, stack = _load(project, stack_name)
     with stack_lock(project.state_dir(stack.name), stack.name, "deploy"):
-        engine, target = _engine(project, stack)
+        engine_, target = _engine(project, stack)
         preflight(project, stack, target)
-        plan = engine.plan()
+        plan = engine_.plan()
         if plan.has_changes:
-            engine.apply(plan)
+            engine_.apply(plan)
         else:
-            engine.discard(plan)
-        state = engine.state() if plan.has_changes else plan.prior_state
+            engine_.discard(plan)
+        state = engine_.state() if plan.has_changes else plan.prior_state
         records = _records(stack, state, target, project.root)
         rns = project.rns()
-        for record in records:
-            rns.write(record)
-        for name in rns.list():  # resources removed from the stack file were destroyed by this apply
-            if name not in stack:
-                try:
-                    old = rns.read(name)
-                except RNSError:
-                    continue  # a hand-broken record of some other resource: not this deploy's to judge
-                if old.get("stack") == stack.name and old.get("status") != "destroyed":
-                    rns.write({**old, "outputs": {}, "status": "destroyed"})
+        _write_records(rns, stack, records)
         summary = ", ".join(f"{v} {k}" for k, v in plan.summary().items() if v)
         commit = rns.commit(f"rns: deploy stack {stack.name}" + (f" ({summary})" if summary else ""))
     return DeployResult(stack.name, plan, plan.has_changes, commit, records)
 
 
-def preview(stack_name: str = "local", project: Project | None = None, *, destroy: bool = False) -> Preview:
+def _deploy_pulumi(stack_name: str, project: Project | None, pulumi_stack: str | None,
+                   on_output: Callable[[str], None] | None, ready_timeout: float) -> DeployResult:
+    project, stack, engine, target = _pulumi(project, stack_name, pulumi_stack, on_output)
+    with stack_lock(project.state_dir(stack.name), stack.name, "deploy"):
+        preflight(project, stack, target)
+        started = time.time()
+        plan, outputs = engine.up()
+        records = pulumi_records(stack, outputs, target, project.root)
+        rns = project.rns()
+        _write_records(rns, stack, records)
+        summary = ", ".join(f"{v} {k}" for k, v in plan.summary().items() if v)
+        commit = rns.commit(f"rns: deploy stack {stack.name} with Pulumi stack {engine.pulumi_stack}"
+                            + (f" ({summary})" if summary else ""))
+    from rh_iac.engines.pulumi import stack_config
+
+    wait_for_clusters(stack, records, project.root, config=stack_config(project, engine.pulumi_stack),
+                      timeout=ready_timeout, since=started, progress=on_output)
+    return DeployResult(stack.name, plan, plan.has_changes, commit, records)
+
+
+def preview(stack_name: str = "local", project: Project | None = None, *, destroy: bool = False,
+            engine: str = "terraform", pulumi_stack: str | None = None,
+            on_output: Callable[[str], None] | None = None) -> Preview:
     """The plan the next deploy (or destroy) would apply, with drift, and how RNS records would change."""
-    project, stack = _load(project, stack_name)
-    with stack_lock(project.state_dir(stack.name), stack.name, "preview", shared=True):
-        engine, target = _engine(project, stack)
-        if not destroy:
-            preflight(project, stack, target)  # what deploy would refuse, preview refuses too
-        plan = engine.plan(destroy=destroy)
-        engine.discard(plan)
+    _check_engine(engine)
+    if engine == "pulumi":
+        project, stack, engine_, target = _pulumi(project, stack_name, pulumi_stack, on_output)
+        with stack_lock(project.state_dir(stack.name), stack.name, "preview", shared=True):
+            if not destroy:
+                preflight(project, stack, target)
+            plan = engine_.preview(destroy=destroy)
+            current = {} if destroy else engine_.outputs()
+    else:
+        project, stack = _load(project, stack_name)
+        with stack_lock(project.state_dir(stack.name), stack.name, "preview", shared=True):
+            engine_, target = _engine(project, stack)
+            if not destroy:
+                preflight(project, stack, target)  # what deploy would refuse, preview refuses too
+            plan = engine_.plan(destroy=destroy)
+            engine_.discard(plan)
+            current = {}
+    from rh_iac.engines.pulumi import is_child
+
     rns = project.rns()
     changes: dict[str, tuple[dict | None, dict | None]] = {}
     for change in plan.changes:
-        resource = stack[change.name] if change.name in stack else None
+        resource = stack[change.name] if change.name in stack and not is_child(change) else None
         try:
             before = rns.read(change.name)
         except LookupError:
             before = None
         after = None
         if resource is not None:
+            keys = target.OUTPUTS.get(resource.kind, ())
+            known = {**current.get(change.name, {}), **(change.after or {})} if change.action == "update" else \
+                (change.after or {})
             after = _record(resource, stack, None if (destroy or change.action == "delete") else
-                            {k: "(known after apply)" if change.unknown.get(k) else (change.after or {}).get(k)
-                             for k in target.OUTPUTS.get(resource.kind, ())}, target.OUTPUTS.get(resource.kind, ()),
-                            project.root)
+                            {k: "(known after apply)" if change.unknown.get(k) or k not in known else known[k]
+                             for k in keys}, keys, project.root, engine=engine)
             if destroy:
                 after["status"] = "destroyed"
         if before != after:
@@ -209,31 +350,28 @@ def status(stack_name: str = "local", project: Project | None = None) -> list[Re
     return rows
 
 
-def destroy(stack_name: str = "local", project: Project | None = None) -> DeployResult:
+def destroy(stack_name: str = "local", project: Project | None = None, *, engine: str = "terraform",
+            pulumi_stack: str | None = None, on_output: Callable[[str], None] | None = None) -> DeployResult:
     """Destroy every resource of the stack; RNS records each as destroyed, in one commit."""
-    project, stack = _load(project, stack_name)
+    _check_engine(engine)
+    if engine == "pulumi":
+        project, stack, engine_, target = _pulumi(project, stack_name, pulumi_stack, on_output)
+    else:
+        project, stack = _load(project, stack_name)
     with stack_lock(project.state_dir(stack.name), stack.name, "destroy"):
-        engine, target = _engine(project, stack)
-        plan = engine.plan(destroy=True)
-        if plan.has_changes:
-            engine.apply(plan)
+        if engine == "pulumi":
+            plan = engine_.destroy()
         else:
-            engine.discard(plan)
+            engine_, target = _engine(project, stack)
+            plan = engine_.plan(destroy=True)
+            if plan.has_changes:
+                engine_.apply(plan)
+            else:
+                engine_.discard(plan)
         cleanup = getattr(target, "cleanup", None)
-        if cleanup is not None:  # what Terraform no longer tracks (e.g. an autostopped cluster's folder and keys)
+        if cleanup is not None:  # what the engine no longer tracks (e.g. an autostopped cluster's folder and keys)
             cleanup(stack, project.state_dir(stack.name))
         rns = project.rns()
-        records = []
-        for resource in stack:
-            try:
-                owner = rns.read(resource.name).get("stack")
-            except RNSError:
-                owner = None
-            if owner not in (None, stack.name):
-                continue  # the name belongs to another stack's record: not ours to mark destroyed
-            record = _record(resource, stack, None, ())
-            record["status"] = "destroyed"
-            records.append(record)
-            rns.write(record)
+        records = _record_destroyed(rns, stack, engine)
         commit = rns.commit(f"rns: destroy stack {stack.name}")
     return DeployResult(stack.name, plan, plan.has_changes, commit, records)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from rich.console import Console
 from rich.table import Table
@@ -37,7 +37,7 @@ def _changes_table(title: str, changes: Iterable[Change], *, drift: bool = False
 
 def plan(console: Console, plan: Plan) -> None:
     if plan.drift:
-        console.print(_changes_table("Drift: what Terraform found changed since the last apply", plan.drift,
+        console.print(_changes_table("Drift: what the engine found changed since the last apply", plan.drift,
                                      drift=True))
     if not plan.has_changes:
         console.print("Nothing to destroy." if plan.destroy else "[green]No changes.[/] Infrastructure matches the stack.")
@@ -45,6 +45,15 @@ def plan(console: Console, plan: Plan) -> None:
     console.print(_changes_table("Plan", plan.changes))
     counts = plan.summary()
     console.print("Plan: " + ", ".join(f"{counts[k]} to {k}" for k in ("create", "update", "replace", "delete")))
+
+
+def stream(console: Console) -> Callable[[str], None]:
+    """A callback that prints an engine's output lines as they come (Pulumi's progress), verbatim."""
+
+    def write(line: str) -> None:
+        console.print(line.rstrip("\n"), markup=False, highlight=False, soft_wrap=True)
+
+    return write
 
 
 def preview(console: Console, result: Preview) -> None:
