@@ -16,8 +16,12 @@ from rh_iac.locks import stack_lock
 from rh_iac.model import Resource, Stack
 from rh_iac.project import Project
 from rh_iac.providers import terraform_target
+from rh_iac.rns.history import apply_pins
+from rh_iac.rns.paths import portable
+from rh_iac.rns.schema import SCHEMA_VERSION as RNS_SCHEMA_VERSION
 
-RNS_SCHEMA_VERSION = 1
+#: the RNS folder a stack's resources are recorded in: this repository's local RNS (``rns/<name>.json``)
+LOCAL = "~"
 
 
 @dataclass
@@ -27,6 +31,8 @@ class DeployResult:
     applied: bool
     rns_commit: str | None
     records: list[dict[str, Any]] = field(default_factory=list)
+    #: resources built from a rollback pin instead of the stack file (see rh_iac.rns.history.apply_pins)
+    notices: list[Any] = field(default_factory=list)
 
 
 @dataclass
@@ -34,6 +40,10 @@ class Preview:
     stack: str
     plan: Plan
     rns_changes: dict[str, tuple[dict | None, dict | None]]
+    #: the project folder, so reviews (rh_iac.review) can write its paths as ``{project}``
+    root: Path | None = None
+    #: resources the deploy would build from a rollback pin instead of the stack file
+    notices: list[Any] = field(default_factory=list)
 
 
 @dataclass
@@ -53,21 +63,6 @@ def _engine(project: Project, stack: Stack) -> tuple[TerraformEngine, Any]:
     return TerraformEngine(stack.name, state_dir / "terraform", provider, blocks), target
 
 
-#: how RNS records write the project folder, so a record reads the same on every checkout of the repository
-PROJECT_PLACEHOLDER = "{project}"
-
-
-def _portable(value: Any, root: Path) -> Any:
-    """Paths and ``file://`` URLs inside the project are recorded relative to it (see :data:`PROJECT_PLACEHOLDER`)."""
-    if isinstance(value, dict):
-        return {k: _portable(v, root) for k, v in value.items()}
-    if isinstance(value, str):
-        for prefix, replacement in ((root.as_uri(), "file://" + PROJECT_PLACEHOLDER), (str(root), PROJECT_PLACEHOLDER)):
-            if value == prefix or value.startswith(prefix + "/"):
-                return replacement + value[len(prefix):]
-    return value
-
-
 def _record(resource: Resource, stack: Stack, attributes: dict[str, Any] | None, outputs: tuple[str, ...],
             root: Path | None = None, *, provisioned: bool = True) -> dict:
     """The RNS record of a resource: what was declared and what the engine computed; never a secret value.
@@ -76,8 +71,6 @@ def _record(resource: Resource, stack: Stack, attributes: dict[str, Any] | None,
     it is in service as soon as its stack is deployed."""
     deployed = attributes is not None or not provisioned
     values = {k: attributes[k] for k in outputs if attributes and attributes.get(k) is not None}
-    if root is not None:
-        values = _portable(values, root)
     return {
         "schema_version": RNS_SCHEMA_VERSION,
         "name": resource.name,
@@ -85,8 +78,8 @@ def _record(resource: Resource, stack: Stack, attributes: dict[str, Any] | None,
         "provider": resource.provider,
         "stack": stack.name,
         "engine": "terraform",
-        "spec": resource.spec(),
-        "outputs": values,
+        "spec": portable(resource.spec(), root),
+        "outputs": portable(values, root),
         "status": "deployed" if deployed else "not deployed",
     }
 
@@ -111,10 +104,13 @@ def preflight(project: Project, stack: Stack, target: Any) -> None:
             )
     rns = project.rns()
     rns.ensure_repo()
+    from rh_iac.rns.groups import check_deploy
+
+    check_deploy(project.root, stack)  # a stack declared with group= is deployed by that group's members only
     taken = []
-    for name in sorted(set(rns.list()) & {r.name for r in stack}):
+    for name in sorted(set(rns.list(LOCAL)) & {r.name for r in stack}):
         try:
-            record = rns.read(name)
+            record = rns.read(f"{LOCAL}/{name}")
         except RNSError:
             continue  # a corrupt record is rewritten by this deploy
         if record.get("stack") not in (None, stack.name) and record.get("status") == "deployed":
@@ -134,6 +130,7 @@ def deploy(stack_name: str = "local", project: Project | None = None) -> DeployR
     """Plan the stack and apply the plan if it changes anything; then record every resource in RNS and commit."""
     project, stack = _load(project, stack_name)
     with stack_lock(project.state_dir(stack.name), stack.name, "deploy"):
+        pins, notices = apply_pins(stack, project.rns())
         engine, target = _engine(project, stack)
         preflight(project, stack, target)
         plan = engine.plan()
@@ -143,26 +140,30 @@ def deploy(stack_name: str = "local", project: Project | None = None) -> DeployR
             engine.discard(plan)
         state = engine.state() if plan.has_changes else plan.prior_state
         records = _records(stack, state, target, project.root)
+        for record in records:
+            if record["name"] in pins:  # still pinned: the record keeps the pin until the stack file matches it
+                record["pinned"] = pins[record["name"]]
         rns = project.rns()
         for record in records:
-            rns.write(record)
-        for name in rns.list():  # resources removed from the stack file were destroyed by this apply
+            rns.write(record, folder=LOCAL)
+        for name in rns.list(LOCAL):  # resources removed from the stack file were destroyed by this apply
             if name not in stack:
                 try:
-                    old = rns.read(name)
+                    old = rns.read(f"{LOCAL}/{name}")
                 except RNSError:
                     continue  # a hand-broken record of some other resource: not this deploy's to judge
                 if old.get("stack") == stack.name and old.get("status") != "destroyed":
-                    rns.write({**old, "outputs": {}, "status": "destroyed"})
+                    rns.write({**old, "outputs": {}, "status": "destroyed"}, folder=LOCAL)
         summary = ", ".join(f"{v} {k}" for k, v in plan.summary().items() if v)
         commit = rns.commit(f"rns: deploy stack {stack.name}" + (f" ({summary})" if summary else ""))
-    return DeployResult(stack.name, plan, plan.has_changes, commit, records)
+    return DeployResult(stack.name, plan, plan.has_changes, commit, records, notices)
 
 
 def preview(stack_name: str = "local", project: Project | None = None, *, destroy: bool = False) -> Preview:
     """The plan the next deploy (or destroy) would apply, with drift, and how RNS records would change."""
     project, stack = _load(project, stack_name)
     with stack_lock(project.state_dir(stack.name), stack.name, "preview", shared=True):
+        pins, notices = apply_pins(stack, project.rns()) if not destroy else ({}, [])
         engine, target = _engine(project, stack)
         if not destroy:
             preflight(project, stack, target)  # what deploy would refuse, preview refuses too
@@ -173,10 +174,14 @@ def preview(stack_name: str = "local", project: Project | None = None, *, destro
     for change in plan.changes:
         resource = stack[change.name] if change.name in stack else None
         try:
-            before = rns.read(change.name)
+            before = rns.read(f"{LOCAL}/{change.name}")
         except LookupError:
             before = None
         after = None
+        if resource is None:  # removed from the stack file: deploy marks its record destroyed, if the record is ours
+            if before is None or before.get("stack") != stack.name:
+                continue
+            after = {**before, "outputs": {}, "status": "destroyed"}
         if resource is not None:
             after = _record(resource, stack, None if (destroy or change.action == "delete") else
                             {k: "(known after apply)" if change.unknown.get(k) else (change.after or {}).get(k)
@@ -184,14 +189,17 @@ def preview(stack_name: str = "local", project: Project | None = None, *, destro
                             project.root)
             if destroy:
                 after["status"] = "destroyed"
+            elif change.name in pins:
+                after["pinned"] = pins[change.name]
         if before != after:
             changes[change.name] = (before, after)
-    return Preview(stack.name, plan, changes)
+    return Preview(stack.name, plan, changes, project.root, notices)
 
 
 def status(stack_name: str = "local", project: Project | None = None) -> list[ResourceStatus]:
     """Live health of every resource of the stack, asked of the resources themselves (not of recorded state)."""
     project, stack = _load(project, stack_name)
+    apply_pins(stack, project.rns())  # a pinned resource is judged against the spec the deploy applied
     engine, target = _engine(project, stack)
     state = engine.state()
     rows = []
@@ -226,14 +234,14 @@ def destroy(stack_name: str = "local", project: Project | None = None) -> Deploy
         records = []
         for resource in stack:
             try:
-                owner = rns.read(resource.name).get("stack")
+                owner = rns.read(f"{LOCAL}/{resource.name}").get("stack")
             except RNSError:
                 owner = None
             if owner not in (None, stack.name):
                 continue  # the name belongs to another stack's record: not ours to mark destroyed
-            record = _record(resource, stack, None, ())
+            record = _record(resource, stack, None, (), project.root)
             record["status"] = "destroyed"
             records.append(record)
-            rns.write(record)
+            rns.write(record, folder=LOCAL)
         commit = rns.commit(f"rns: destroy stack {stack.name}")
     return DeployResult(stack.name, plan, plan.has_changes, commit, records)
