@@ -34,6 +34,9 @@ _LAZY = {
     "preview": "rh_iac.operations",
     "status": "rh_iac.operations",
     "destroy": "rh_iac.operations",
+    "run": "rh_iac.rns.lineage",
+    "Group": "rh_iac.rns.groups",
+    "Grant": "rh_iac.rns.groups",
 }
 
 

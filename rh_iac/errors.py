@@ -91,6 +91,30 @@ class RecordCorruptError(RNSError):
     """An RNS record file exists but is not valid JSON, or lacks a required field."""
 
 
+class InvalidAddressError(RNSError, ValueError):
+    """An RNS address (``name``, ``~/name``, ``@/name``, ``/team/sub/name``) or folder is malformed."""
+
+
+class AmbiguousNameError(RNSError, LookupError):
+    """A bare name is not in the current folder and is found in several other folders: give its full address."""
+
+
+class RecordFieldError(RecordCorruptError):
+    """An RNS record's field is missing, has the wrong type, or holds what a record must never hold."""
+
+
+class SecretInRecordError(RecordFieldError):
+    """An RNS record would hold a secret value; secret records hold store, path and fingerprint only."""
+
+
+class UnsupportedSchemaError(RecordCorruptError):
+    """An RNS record declares a schema_version this rh_iac cannot read (newer than it knows, or not a version)."""
+
+
+class VersionNotFoundError(RNSError, LookupError):
+    """A version (commit sha prefix or index) is not in a record's history."""
+
+
 class VersionMismatchError(ComputeError):
     """The cluster's nodes run other versions of Python or of the packages that must match (rh_iac, dask, ...)."""
 
@@ -199,3 +223,42 @@ class ClusterNotReadyError(ComputeError, TimeoutError):
 # --- engines: selection ------------------------------------------------------------------------------------------
 class UnknownEngineError(EngineNotAvailableError, ValueError):
     """An operation names an IaC engine other than ``terraform`` or ``pulumi``."""
+
+
+# --- reviews: `invoke preview --markdown/--json` -----------------------------------------------------------------
+class ReviewOutputError(RhIacError, ValueError):
+    """A preview's review output (Markdown, JSON) cannot be written as asked: conflicting targets, a missing folder."""
+
+
+# --- RNS sharing, groups and access (rh_iac.rns.remote, gitremote, groups) --------------------------------------
+class RecordConflictError(RNSError):
+    """A check-and-set write of an RNS record found another version than the one it read: pull, merge, retry.
+
+    ``address``, ``expected_version``, ``current_version`` and the ``rejected`` record are attributes, so nothing
+    the losing writer meant to write is lost."""
+
+    def __init__(self, message: str, *, address: str = "", expected_version: int | None = None,
+                 current_version: int | None = None, rejected: dict | None = None) -> None:
+        super().__init__(message)
+        self.address, self.expected_version, self.current_version = address, expected_version, current_version
+        self.rejected = rejected
+
+
+class RemoteStoreError(RNSError):
+    """A remote RNS store (an fsspec URL or a git remote) cannot be used as asked."""
+
+
+class GitRemoteConflictError(RecordConflictError):
+    """A git push of RNS commits is not a fast-forward, or a pull would merge changes outside ``rns/``."""
+
+
+class GroupDeclarationError(DeclarationError):
+    """The groups file declares a group wrongly: a bad name, member, access level, defaults key or parent."""
+
+
+class UnknownGroupError(GroupDeclarationError, LookupError):
+    """A stack (or a share) names a group that the project's groups file does not declare."""
+
+
+class AccessDeniedError(RNSError, PermissionError):
+    """A user without write access to an RNS folder tried to write to it (the groups file grants access)."""

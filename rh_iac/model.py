@@ -225,8 +225,8 @@ class Cluster(Resource):
     """A Dask cluster: one scheduler and its workers, reachable over mutual TLS only.
 
     Either a fixed size (``workers=N``, default 2) or adaptive (``min_workers``/``max_workers``: the scheduler starts
-    and retires workers with the load). An idle cluster stops itself after ``autostop_mins`` (-1: never); the next
-    deploy brings it back.
+    and retires workers with the load). An idle cluster stops itself after ``autostop_mins`` (-1: never; default: the
+    stack's group default, else 60); the next deploy brings it back.
 
     On a cloud provider (``aws``, ``gcp``) these fields choose the machines; each one left out comes from the Pulumi
     stack config (``Pulumi.<stack>.yaml``, see :mod:`rh_iac.providers.cloud_settings`), then a built-in default:
@@ -253,7 +253,7 @@ class Cluster(Resource):
         max_workers: int | None = None,
         threads_per_worker: int = 1,
         memory_limit: str = "auto",
-        autostop_mins: float = 60,
+        autostop_mins: float | None = None,
         env: Env | None = None,
         instance_type: str | None = None,
         scheduler_instance_type: str | None = None,
@@ -294,6 +294,8 @@ class Cluster(Resource):
                 f"'500MB', or a fraction of the machine's memory such as '0.5'."
             )
         self.memory_limit = memory_limit
+        if autostop_mins is None:
+            autostop_mins = _stack_default(self, "autostop_mins", 60)
         if (isinstance(autostop_mins, bool) or not isinstance(autostop_mins, (int, float))
                 or not (autostop_mins == -1 or autostop_mins > 0)):
             raise InvalidSpecError(
@@ -410,7 +412,8 @@ class Folder(Resource):
         super().__init__(name, provider=provider)
         if path is not None and (not isinstance(path, str) or not path):
             raise InvalidSpecError(f"{self.label}: path must be a non-empty string or None.")
-        self.path = path
+        storage = _stack_default(self, "storage", None) if path is None else None
+        self.path = f"{storage.rstrip('/')}/{name}" if storage else path
         self.storage_options = _validate_storage_options(self, storage_options)
 
     def spec(self) -> dict[str, Any]:
@@ -839,12 +842,36 @@ class Secret(Resource):
         return ProviderSecret(key, discover(provider, **discover_kwargs), name=name)
 
 
-class Stack:
-    """A named set of resources deployed together, on one default provider."""
+def _stack_default(resource: Resource, key: str, fallback: Any) -> Any:
+    """The default ``key`` of the group of ``resource``'s stack (see :class:`Stack`), else ``fallback``."""
+    stack = resource.stack
+    return stack.defaults.get(key, fallback) if stack is not None else fallback
 
-    def __init__(self, name: str, *, provider: str = "local", description: str = "") -> None:
+
+class Stack:
+    """A named set of resources deployed together, on one default provider.
+
+    ``group`` (a group name from the project's ``stacks/_groups.py``, or a :class:`~rh_iac.rns.groups.Group`) gives
+    the stack its group's defaults (:mod:`rh_iac.rns.groups`): ``provider``, ``region``, ``stage`` for the stack,
+    ``autostop_mins`` for its clusters and ``storage`` (a base URL) for folders declared without a path. A value
+    given explicitly, here or on a resource, always wins. Only the group's members may deploy it."""
+
+    def __init__(self, name: str, *, provider: str | None = None, description: str = "", group: Any = None,
+                 region: str | None = None, stage: str | None = None) -> None:
         self.name = validate_name(name, "Stack")
-        self.provider = _validate_provider(provider, f"Stack {name!r}")
+        self.group = group
+        self.defaults: dict[str, Any] = {}
+        if group is not None:
+            from rh_iac.rns.groups import Group, defaults_for
+
+            if not isinstance(group, (str, Group)):
+                raise InvalidSpecError(f"Stack {name!r}: group must be a group name or a Group, got {group!r}.")
+            self.defaults = defaults_for(group)
+        self.provider = _validate_provider(provider or self.defaults.get("provider", "local"), f"Stack {name!r}")
+        self.region = region or self.defaults.get("region")
+        self.stage = stage or self.defaults.get("stage", "dev")
+        if self.stage not in ("dev", "prod"):
+            raise InvalidSpecError(f"Stack {name!r}: stage must be 'dev' or 'prod', got {self.stage!r}.")
         self.description = description
         self._resources: dict[str, Resource] = {}
         self._token = None

@@ -19,12 +19,16 @@ from rh_iac.locks import stack_lock
 from rh_iac.model import Resource, Stack
 from rh_iac.project import Project
 from rh_iac.providers import pulumi_target, terraform_target
+from rh_iac.rns.history import apply_pins
+from rh_iac.rns.paths import portable
+from rh_iac.rns.schema import SCHEMA_VERSION as RNS_SCHEMA_VERSION
 
-RNS_SCHEMA_VERSION = 1
 #: the IaC engines a stack can be deployed with
 ENGINES = ("terraform", "pulumi")
 #: how long a deploy waits for a cloud cluster's nodes to boot and report ready
 READY_TIMEOUT_S = 900.0
+#: the RNS folder a stack's resources are recorded in: this repository's local RNS (``rns/<name>.json``)
+LOCAL = "~"
 
 
 @dataclass
@@ -34,6 +38,8 @@ class DeployResult:
     applied: bool
     rns_commit: str | None
     records: list[dict[str, Any]] = field(default_factory=list)
+    #: resources built from a rollback pin instead of the stack file (see rh_iac.rns.history.apply_pins)
+    notices: list[Any] = field(default_factory=list)
 
 
 @dataclass
@@ -41,6 +47,10 @@ class Preview:
     stack: str
     plan: Plan
     rns_changes: dict[str, tuple[dict | None, dict | None]]
+    #: the project folder, so reviews (rh_iac.review) can write its paths as ``{project}``
+    root: Path | None = None
+    #: resources the deploy would build from a rollback pin instead of the stack file
+    notices: list[Any] = field(default_factory=list)
 
 
 @dataclass
@@ -60,21 +70,6 @@ def _engine(project: Project, stack: Stack) -> tuple[TerraformEngine, Any]:
     return TerraformEngine(stack.name, state_dir / "terraform", provider, blocks), target
 
 
-#: how RNS records write the project folder, so a record reads the same on every checkout of the repository
-PROJECT_PLACEHOLDER = "{project}"
-
-
-def _portable(value: Any, root: Path) -> Any:
-    """Paths and ``file://`` URLs inside the project are recorded relative to it (see :data:`PROJECT_PLACEHOLDER`)."""
-    if isinstance(value, dict):
-        return {k: _portable(v, root) for k, v in value.items()}
-    if isinstance(value, str):
-        for prefix, replacement in ((root.as_uri(), "file://" + PROJECT_PLACEHOLDER), (str(root), PROJECT_PLACEHOLDER)):
-            if value == prefix or value.startswith(prefix + "/"):
-                return replacement + value[len(prefix):]
-    return value
-
-
 def _record(resource: Resource, stack: Stack, attributes: dict[str, Any] | None, outputs: tuple[str, ...],
             root: Path | None = None, *, provisioned: bool = True, engine: str = "terraform") -> dict:
     """The RNS record of a resource: what was declared and what the engine computed; never a secret value.
@@ -83,8 +78,6 @@ def _record(resource: Resource, stack: Stack, attributes: dict[str, Any] | None,
     it is in service as soon as its stack is deployed."""
     deployed = attributes is not None or not provisioned
     values = {k: attributes[k] for k in outputs if attributes and attributes.get(k) is not None}
-    if root is not None:
-        values = _portable(values, root)
     return {
         "schema_version": RNS_SCHEMA_VERSION,
         "name": resource.name,
@@ -92,8 +85,8 @@ def _record(resource: Resource, stack: Stack, attributes: dict[str, Any] | None,
         "provider": resource.provider,
         "stack": stack.name,
         "engine": engine,
-        "spec": resource.spec(),
-        "outputs": values,
+        "spec": portable(resource.spec(), root),
+        "outputs": portable(values, root),
         "status": "deployed" if deployed else "not deployed",
     }
 
@@ -147,30 +140,30 @@ def _pulumi(project: Project | None, stack_name: str, pulumi_stack: str | None,
 def _write_records(rns: Any, stack: Stack, records: list[dict]) -> None:
     """Write a deploy's records; resources removed from the stack file were destroyed by it."""
     for record in records:
-        rns.write(record)
-    for name in rns.list():
+        rns.write(record, folder=LOCAL)
+    for name in rns.list(LOCAL):
         if name not in stack:
             try:
-                old = rns.read(name)
+                old = rns.read(f"{LOCAL}/{name}")
             except RNSError:
                 continue  # a hand-broken record of some other resource: not this deploy's to judge
             if old.get("stack") == stack.name and old.get("status") != "destroyed":
-                rns.write({**old, "outputs": {}, "status": "destroyed"})
+                rns.write({**old, "outputs": {}, "status": "destroyed"}, folder=LOCAL)
 
 
-def _record_destroyed(rns: Any, stack: Stack, engine: str) -> list[dict]:
+def _record_destroyed(rns: Any, stack: Stack, engine: str, root: Path) -> list[dict]:
     records = []
     for resource in stack:
         try:
-            owner = rns.read(resource.name).get("stack")
+            owner = rns.read(f"{LOCAL}/{resource.name}").get("stack")
         except RNSError:
             owner = None
         if owner not in (None, stack.name):
             continue  # the name belongs to another stack's record: not ours to mark destroyed
-        record = _record(resource, stack, None, (), engine=engine)
+        record = _record(resource, stack, None, (), root, engine=engine)
         record["status"] = "destroyed"
         records.append(record)
-        rns.write(record)
+        rns.write(record, folder=LOCAL)
     return records
 
 
@@ -192,14 +185,14 @@ def wait_for_clusters(stack: Stack, records: list[dict], root: Path, *, config: 
     :class:`~rh_iac.errors.ClusterNotReadyError` (saying why, with the nodes' bootstrap log) when they do not.
     ``config`` is the Pulumi stack's config (for a worker count the declaration leaves to it); a node failure
     reported after ``since`` (a ``time.time()`` from before the deploy) ends the wait at once."""
-    from rh_iac.resolver import _absolute
+    from rh_iac.resolver import absolute_outputs
     from runtime.readiness import wait_ready
 
     for record in records:
         resource = stack[record["name"]]
         if record["type"] != "cluster" or resource.provider == "local" or record["status"] != "deployed":
             continue
-        outputs = _absolute(dict(record["outputs"]), root)
+        outputs = absolute_outputs(dict(record["outputs"]), root)
         wait_ready(outputs["scheduler_address"], outputs["tls"], outputs["status_url"], timeout=timeout,
                    workers=expected_workers(resource, config or {}), label=resource.label, since=since,
                    progress=progress)
@@ -215,10 +208,13 @@ def preflight(project: Project, stack: Stack, target: Any) -> None:
             )
     rns = project.rns()
     rns.ensure_repo()
+    from rh_iac.rns.groups import check_deploy
+
+    check_deploy(project.root, stack)  # a stack declared with group= is deployed by that group's members only
     taken = []
-    for name in sorted(set(rns.list()) & {r.name for r in stack}):
+    for name in sorted(set(rns.list(LOCAL)) & {r.name for r in stack}):
         try:
-            record = rns.read(name)
+            record = rns.read(f"{LOCAL}/{name}")
         except RNSError:
             continue  # a corrupt record is rewritten by this deploy
         if record.get("stack") not in (None, stack.name) and record.get("status") == "deployed":
@@ -248,6 +244,7 @@ def deploy(stack_name: str = "local", project: Project | None = None, *, engine:
         return _deploy_pulumi(stack_name, project, pulumi_stack, on_output, ready_timeout)
     project, stack = _load(project, stack_name)
     with stack_lock(project.state_dir(stack.name), stack.name, "deploy"):
+        pins, notices = apply_pins(stack, project.rns())
         engine_, target = _engine(project, stack)
         preflight(project, stack, target)
         plan = engine_.plan()
@@ -257,21 +254,28 @@ def deploy(stack_name: str = "local", project: Project | None = None, *, engine:
             engine_.discard(plan)
         state = engine_.state() if plan.has_changes else plan.prior_state
         records = _records(stack, state, target, project.root)
+        for record in records:
+            if record["name"] in pins:  # still pinned: the record keeps the pin until the stack file matches it
+                record["pinned"] = pins[record["name"]]
         rns = project.rns()
         _write_records(rns, stack, records)
         summary = ", ".join(f"{v} {k}" for k, v in plan.summary().items() if v)
         commit = rns.commit(f"rns: deploy stack {stack.name}" + (f" ({summary})" if summary else ""))
-    return DeployResult(stack.name, plan, plan.has_changes, commit, records)
+    return DeployResult(stack.name, plan, plan.has_changes, commit, records, notices)
 
 
 def _deploy_pulumi(stack_name: str, project: Project | None, pulumi_stack: str | None,
                    on_output: Callable[[str], None] | None, ready_timeout: float) -> DeployResult:
     project, stack, engine, target = _pulumi(project, stack_name, pulumi_stack, on_output)
     with stack_lock(project.state_dir(stack.name), stack.name, "deploy"):
+        pins, notices = apply_pins(stack, project.rns())
         preflight(project, stack, target)
         started = time.time()
         plan, outputs = engine.up()
         records = pulumi_records(stack, outputs, target, project.root)
+        for record in records:
+            if record["name"] in pins:
+                record["pinned"] = pins[record["name"]]
         rns = project.rns()
         _write_records(rns, stack, records)
         summary = ", ".join(f"{v} {k}" for k, v in plan.summary().items() if v)
@@ -281,7 +285,7 @@ def _deploy_pulumi(stack_name: str, project: Project | None, pulumi_stack: str |
 
     wait_for_clusters(stack, records, project.root, config=stack_config(project, engine.pulumi_stack),
                       timeout=ready_timeout, since=started, progress=on_output)
-    return DeployResult(stack.name, plan, plan.has_changes, commit, records)
+    return DeployResult(stack.name, plan, plan.has_changes, commit, records, notices)
 
 
 def preview(stack_name: str = "local", project: Project | None = None, *, destroy: bool = False,
@@ -292,6 +296,7 @@ def preview(stack_name: str = "local", project: Project | None = None, *, destro
     if engine == "pulumi":
         project, stack, engine_, target = _pulumi(project, stack_name, pulumi_stack, on_output)
         with stack_lock(project.state_dir(stack.name), stack.name, "preview", shared=True):
+            pins, notices = apply_pins(stack, project.rns()) if not destroy else ({}, [])
             if not destroy:
                 preflight(project, stack, target)
             plan = engine_.preview(destroy=destroy)
@@ -299,6 +304,7 @@ def preview(stack_name: str = "local", project: Project | None = None, *, destro
     else:
         project, stack = _load(project, stack_name)
         with stack_lock(project.state_dir(stack.name), stack.name, "preview", shared=True):
+            pins, notices = apply_pins(stack, project.rns()) if not destroy else ({}, [])
             engine_, target = _engine(project, stack)
             if not destroy:
                 preflight(project, stack, target)  # what deploy would refuse, preview refuses too
@@ -312,10 +318,14 @@ def preview(stack_name: str = "local", project: Project | None = None, *, destro
     for change in plan.changes:
         resource = stack[change.name] if change.name in stack and not is_child(change) else None
         try:
-            before = rns.read(change.name)
+            before = rns.read(f"{LOCAL}/{change.name}")
         except LookupError:
             before = None
         after = None
+        if resource is None:  # removed from the stack file: deploy marks its record destroyed, if the record is ours
+            if before is None or before.get("stack") != stack.name:
+                continue
+            after = {**before, "outputs": {}, "status": "destroyed"}
         if resource is not None:
             keys = target.OUTPUTS.get(resource.kind, ())
             known = {**current.get(change.name, {}), **(change.after or {})} if change.action == "update" else \
@@ -325,14 +335,17 @@ def preview(stack_name: str = "local", project: Project | None = None, *, destro
                              for k in keys}, keys, project.root, engine=engine)
             if destroy:
                 after["status"] = "destroyed"
+            elif change.name in pins:
+                after["pinned"] = pins[change.name]
         if before != after:
             changes[change.name] = (before, after)
-    return Preview(stack.name, plan, changes)
+    return Preview(stack.name, plan, changes, project.root, notices)
 
 
 def status(stack_name: str = "local", project: Project | None = None) -> list[ResourceStatus]:
     """Live health of every resource of the stack, asked of the resources themselves (not of recorded state)."""
     project, stack = _load(project, stack_name)
+    apply_pins(stack, project.rns())  # a pinned resource is judged against the spec the deploy applied
     engine, target = _engine(project, stack)
     state = engine.state()
     rows = []
@@ -372,6 +385,6 @@ def destroy(stack_name: str = "local", project: Project | None = None, *, engine
         if cleanup is not None:  # what the engine no longer tracks (e.g. an autostopped cluster's folder and keys)
             cleanup(stack, project.state_dir(stack.name))
         rns = project.rns()
-        records = _record_destroyed(rns, stack, engine)
+        records = _record_destroyed(rns, stack, engine, project.root)
         commit = rns.commit(f"rns: destroy stack {stack.name}")
     return DeployResult(stack.name, plan, plan.has_changes, commit, records)

@@ -94,6 +94,13 @@ def filesystem(folder: "Folder") -> "tuple[AbstractFileSystem, str, str]":
     return fs, root, url
 
 
+def _lineage(resource: Any, op: str, path: str | None = None) -> None:
+    """Report this I/O to the current lineage run, if any (:func:`rh_iac.rns.lineage.record_io`)."""
+    from rh_iac.rns.lineage import record_io
+
+    record_io(resource, op, path)
+
+
 def _protocol(fs: "AbstractFileSystem") -> str:
     proto = fs.protocol
     return proto[0] if isinstance(proto, (tuple, list)) else proto
@@ -248,6 +255,7 @@ def open(folder: "Folder", path: str, mode: str = "rb", **kwargs: Any) -> IO[Any
     if target == root:
         raise ValueError(f"{folder.label}: open() needs a file path inside the folder, got {path!r}.")
     writing = any(c in mode for c in "wax+")
+    _lineage(folder, "w" if writing else "r", path)
     if writing:
         _require_bucket(folder.label, fs, root, url)
         if not _is_object_store(fs):
@@ -268,6 +276,7 @@ def put(folder: "Folder", local_path: str | os.PathLike[str], remote_path: str =
         raise FileNotFoundError(f"{folder.label}: put() source {local!r} does not exist on this machine.")
     fs, root, url = filesystem(folder)
     _require_bucket(folder.label, fs, root, url)
+    _lineage(folder, "w", remote_path or None)
     if os.path.isdir(local):
         pairs = [(p, rel) for p, rel, _ in _local_files(local, recursive)]
         base = remote_path.strip("/")
@@ -298,6 +307,7 @@ def get(folder: "Folder", remote_path: str, local_path: str | os.PathLike[str], 
     target = _join(root, remote_path)
     target_url = _url(url, _rel(root, target))
     local = os.fspath(local_path)
+    _lineage(folder, "r", remote_path or None)
     fs.invalidate_cache(target)
     with _mapped(folder.label, fs, root, url, target_url):
         if not fs.exists(target):
@@ -629,6 +639,7 @@ def write_blob(blob: "Blob", value: Any) -> None:
     """Store ``value``: ``bytes``/``bytearray``/``memoryview`` as they are (at the blob's URL), anything else pickled
     (at ``<url>.pickle``). The object appears whole or not at all; the other form, if any, is removed after."""
     fs, root, url, target = _blob_fs(blob)
+    _lineage(blob, "w")
     if isinstance(value, (bytes, bytearray, memoryview)):
         data, path, other = bytes(value), target, target + PICKLE_SUFFIX
     else:
@@ -662,6 +673,7 @@ def fetch_blob(blob: "Blob") -> Any:
     """The blob's value: the bytes written, or the unpickled value (only fetch pickled blobs you trust)."""
     fs, root, url, target = _blob_fs(blob)
     fs.invalidate_cache(root)
+    _lineage(blob, "r")
     for path, pickled in ((target, False), (target + PICKLE_SUFFIX, True)):
         try:
             data = fs.cat_file(path)

@@ -21,6 +21,7 @@ from rh_iac import operations
 from rh_iac.engines import pulumi as engine
 from rh_iac.errors import EngineNotAvailableError, StackFileError, UnknownEngineError
 from rh_iac.project import Project
+from rh_iac.rns.paths import portable
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -316,7 +317,7 @@ def test_deploy_waits_for_cloud_clusters_and_says_why_not(proj, tmp_path):
     status.mkdir()
     tls = issue_cluster_tls(project.state_dir("cloud"), "cloud", "cc").to_dict()
     records = [{"name": "cc", "type": "cluster", "status": "deployed",
-                "outputs": operations._portable({"scheduler_address": f"tls://127.0.0.1:{port}", "tls": tls,
+                "outputs": portable({"scheduler_address": f"tls://127.0.0.1:{port}", "tls": tls,
                                                  "status_url": status.as_uri()}, proj.root)}]
     lines: list[str] = []
     started = time.monotonic()

@@ -114,7 +114,7 @@ def test_unknown_name_lists_known_names(repo: Path) -> None:
         rns.read("missing")
     msg = str(info.value)
     assert "no RNS record for 'missing'" in msg and str(repo / "rns") in msg
-    assert "known: bucket-b, cluster-a" in msg
+    assert "known: ~/bucket-b, ~/cluster-a" in msg
     assert isinstance(info.value, LookupError)
 
 
@@ -214,7 +214,7 @@ def test_rns_in_a_subdirectory_of_the_repo(repo: Path) -> None:
     rns.commit("sub")
     assert changed_paths(repo) == {"infra/rns/a.json"}
     assert git(repo, "diff", "--cached", "--name-only") == "README.md"
-    assert [h["message"] for h in rns.history("a")] == ["sub"]
+    assert [h.message for h in rns.history("a")] == ["sub"]
 
 
 def test_deleted_and_modified_records_are_committed(repo: Path) -> None:
@@ -255,10 +255,11 @@ def test_history_newest_first(repo: Path) -> None:
     rns.write(rec("a", v=2))
     second = rns.commit("a v2")
     hist = rns.history("a")
-    assert [h["hexsha"] for h in hist] == [second, first]
-    assert [h["message"] for h in hist] == ["a v2", "a v1"]
-    assert hist[0]["author"] == "Test User <test@example.com>"
-    assert "T" in hist[0]["time"]
+    assert [h.commit for h in hist] == [second, first]
+    assert [h.message for h in hist] == ["a v2", "a v1"]
+    assert hist[0].author == "Test User <test@example.com>"
+    assert "T" in hist[0].time
+    assert hist[0].changes == ("v 1 -> 2",) and hist[1].changes == ("created",)
     assert rns.history("never") == []
 
 
@@ -304,3 +305,22 @@ def test_concurrent_commits_from_two_processes_all_land(repo: Path) -> None:
     assert commit_count(repo) == 1 + len(shas)
     assert git(repo, "status", "--porcelain") == ""
     subprocess.run(["git", "fsck", "--no-progress"], cwd=repo, check=True, capture_output=True)
+
+
+def test_nested_folder_and_rollback_commits_contain_only_rns_paths(repo: Path) -> None:
+    (repo / "README.md").write_text("staged, not for RNS\n")
+    git(repo, "add", "README.md")
+    (repo / "stacks" / "local.py").write_text("# unstaged edit\n")
+    rns = GitRNS(repo)
+    rns.write(rec("a", workers=1), folder="/team/sub")
+    rns.write(rec("b"), folder="~/nested")
+    first = rns.commit("nested")
+    assert changed_paths(repo) == {"rns/_folders/team/sub/a.json", "rns/nested/b.json"}
+    rns.write({**rec("a", workers=2), "stack": "local", "spec": {"workers": 2}}, folder="/team/sub")
+    rns.commit("a v2")
+    restored = rns.rollback("/team/sub/a", first[:8])
+    assert restored["workers"] == 1 and restored["pinned"]["version"] == first
+    assert changed_paths(repo) == {"rns/_folders/team/sub/a.json"}
+    assert git(repo, "log", "-1", "--format=%s") == f"rns: rollback a to {first[:12]}"
+    assert git(repo, "diff", "--cached", "--name-only") == "README.md"
+    assert git(repo, "diff", "--name-only") == "stacks/local.py"

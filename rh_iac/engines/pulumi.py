@@ -124,13 +124,16 @@ def resolve(project: Project, stack_name: str, pulumi_stack: str | None = None) 
 
 # --- the program -------------------------------------------------------------------------------------------------
 def program(project: Project, stack_file: str) -> dict[str, dict[str, Any]]:
-    """The Pulumi program of stack file ``stack_file``: validate it, render it with its provider's Pulumi target, and
-    export each resource's outputs under the resource's name. Returns what it exported."""
+    """The Pulumi program of stack file ``stack_file``: validate it, apply its rollback pins, render it with its
+    provider's Pulumi target, and export each resource's outputs under the resource's name. Returns what it
+    exported."""
     import pulumi
 
     from rh_iac.providers import pulumi_target
+    from rh_iac.rns.history import apply_pins
 
     stack = project.load_stack(stack_file)
+    apply_pins(stack, project.rns())  # a rollback pin holds here too: `pulumi up -s` deploys what invoke would
     outputs = pulumi_target(stack.provider).render(stack, project.state_dir(stack.name))
     for name, values in outputs.items():
         pulumi.export(name, values)

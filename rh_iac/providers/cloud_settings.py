@@ -158,8 +158,12 @@ class ClusterSettings:
     memory_limit: str
 
 
-def stack_region(cloud: str, config: StackConfig, cloud_get: Callable[[str], str | None]) -> str:
-    """The stack's region: rh_iac:region, else <cloud>:region (the provider's own config), else the default."""
+def stack_region(cloud: str, config: StackConfig, cloud_get: Callable[[str], str | None],
+                 declared: str | None = None) -> str:
+    """The stack's region: the declaration's (``Stack(region=...)``, or its group's default), else rh_iac:region,
+    else <cloud>:region (the provider's own config), else the default."""
+    if declared is not None:
+        return check_region(declared)
     region = config.text("region", check_region)
     if region is None:
         region = StackConfig(cloud_get, config.stack, namespace=cloud).text("region", check_region)

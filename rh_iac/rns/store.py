@@ -1,27 +1,41 @@
-"""The git-backed Resource Naming System store: one JSON record per resource name, committed beside the stacks.
+"""The git-backed Resource Naming System store: one JSON record per resource, in folders, committed beside the stacks.
 
-Records live in ``<root>/<folder>/<name>.json`` (sorted keys, 2-space indent, trailing newline) so infra changes show
-up as reviewable diffs. :meth:`GitRNS.commit` commits only those files: it builds the commit from a temporary index,
-so a user's other staged or unstaged changes are never included, and their index is left as it was.
+Layout (see :mod:`rh_iac.rns.addresses` for the address forms)::
+
+    <root>/rns/<name>.json                     ~/<name>: this repository's local RNS (what deploys record)
+    <root>/rns/<sub>/<name>.json               ~/<sub>/<name>: a nested local folder
+    <root>/rns/_folders/<team>/<name>.json     /<team>/<name>: a group's folder (nestable: /<team>/<sub>/<name>)
+    <root>/rns/_folders/<user>/<name>.json     @/<name>: the user's own folder, /<user>
+
+Records are written with sorted keys, 2-space indent and a trailing newline, so infra changes show up as reviewable
+diffs. Reading by address is one path lookup (no directory scan) unless the name is not where the address says.
+:meth:`GitRNS.commit` commits only the RNS files: it builds the commit from a temporary index, so a user's other
+staged or unstaged changes are never included, and their index is left as it was. History, diffs and rollback are
+in :mod:`rh_iac.rns.history`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import difflib
 import fcntl
 import json
 import os
-import re
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import git
 
-from rh_iac.errors import RecordCorruptError, ResourceNotFoundError, RNSError
+from rh_iac.errors import AmbiguousNameError, RecordCorruptError, ResourceNotFoundError, RNSError
+from rh_iac.rns import addresses
+from rh_iac.rns.schema import refuse_secret_value
 
-_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,127}$")
+if TYPE_CHECKING:  # pragma: no cover
+    from rh_iac.rns.history import RecordDiff, Version
+
 _FALLBACK_IDENTITY = {
     "GIT_AUTHOR_NAME": "rh_iac",
     "GIT_AUTHOR_EMAIL": "rh_iac@localhost",
@@ -30,21 +44,34 @@ _FALLBACK_IDENTITY = {
 }
 
 
-def _validate_name(name: object) -> str:
-    if not isinstance(name, str) or not _NAME_RE.match(name) or ".." in name:
-        raise RNSError(
-            f"RNS name {name!r} is invalid: use lowercase letters, digits, '-', '_' and '.', starting with a letter "
-            "or digit (at most 128 characters)."
-        )
-    return name
-
-
-def _serialize(record: dict[str, Any]) -> bytes:
+def serialize(record: dict[str, Any]) -> bytes:
+    """A record as its file holds it: sorted keys, 2-space indent, trailing newline."""
     return (json.dumps(record, indent=2, sort_keys=True) + "\n").encode()
 
 
+def parse(data: bytes | str, where: str, name: str | None = None) -> dict[str, Any]:
+    """The record in ``data`` (a file's content); :class:`RecordCorruptError` naming ``where`` if it is not one."""
+    try:
+        record = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise RecordCorruptError(f"RNS record file {where} is not valid JSON ({exc}): fix it or restore it from git "
+                                 f"history (`invoke rns.rollback {name or '<name>'} 1`).") from exc
+    if not isinstance(record, dict):
+        raise RecordCorruptError(f"RNS record file {where} must hold a JSON object: fix it or restore it from git.")
+    for field in ("name", "type"):
+        if not isinstance(record.get(field), str) or not record[field]:
+            raise RecordCorruptError(
+                f"RNS record file {where} lacks the {field!r} field: fix it or restore it from git history."
+            )
+    if name is not None and record["name"] != name:
+        raise RecordCorruptError(
+            f"RNS record file {where} holds name {record['name']!r}, not {name!r}: rename the file or fix the field."
+        )
+    return record
+
+
 class GitRNS:
-    """RNS records as JSON files in ``<root>/<folder>/``, where ``root`` lies inside a git working tree."""
+    """RNS records as JSON files under ``<root>/<folder>/``, where ``root`` lies inside a git working tree."""
 
     def __init__(self, root: Path, folder: str = "rns") -> None:
         self.root = Path(root)
@@ -53,28 +80,69 @@ class GitRNS:
     def __repr__(self) -> str:
         return f"GitRNS(dir={str(self.dir)!r})"
 
-    def _path(self, name: str) -> Path:
-        return self.dir / f"{_validate_name(name)}.json"
+    # --- addresses --------------------------------------------------------------------------------------------------
+    def path(self, address: str, folder: str | None = None) -> Path:
+        """The file that holds (or would hold) ``address``'s record; relative addresses resolve in ``folder``."""
+        where, name = addresses.resolve(address, folder)
+        return addresses.folder_dir(self.dir, where) / f"{name}.json"
+
+    def locate(self, address: str, folder: str | None = None) -> tuple[str, str, Path]:
+        """``(canonical folder, name, file)`` of the record ``address`` names.
+
+        A bare name not in the current folder falls back to the one other folder holding it; raises
+        :class:`ResourceNotFoundError` (with close matches) or :class:`AmbiguousNameError` (with the candidates).
+        """
+        where, name = addresses.resolve(address, folder)
+        path = addresses.folder_dir(self.dir, where) / f"{name}.json"
+        if path.is_file():
+            return where, name, path
+        searched = [where]
+        if "/" not in address:
+            found = [p for p in self.dir.rglob(f"{name}.json") if p.is_file() and p != path]
+            if len(found) == 1:
+                return addresses.folder_of_dir(self.dir, found[0].parent), name, found[0]
+            if found:
+                candidates = sorted(addresses.address(addresses.folder_of_dir(self.dir, p.parent), name)
+                                    for p in found)
+                raise AmbiguousNameError(
+                    f"RNS name {name!r} is not in the current folder {where!r} and is in several others: "
+                    f"{', '.join(candidates)}; give the full address."
+                )
+            searched.append("every other folder")
+        known = self.addresses()
+        by_name: dict[str, list[str]] = {}
+        for full in known:
+            by_name.setdefault(full.rsplit("/", 1)[1], []).append(full)
+        close = [full for match in difflib.get_close_matches(name, list(by_name), n=3) for full in by_name[match]][:5]
+        shown = ", ".join(known[:20]) + (f", ... ({len(known)} in all)" if len(known) > 20 else "")
+        hint = (f"; close matches: {', '.join(close)}" if close else "") + f" (known: {shown or 'none'})"
+        raise ResourceNotFoundError(
+            f"no RNS record for {address!r} (searched {' and '.join(searched)} in {self.dir}){hint}. Deploy the stack "
+            f"that declares it, or check the name with `invoke rns.ls`."
+        )
 
     # --- records --------------------------------------------------------------------------------------------------
-    def write(self, record: dict[str, Any]) -> bool:
-        """Write ``record`` (it needs "name" and "type") to its file if the content changed; return whether it did."""
+    def write(self, record: dict[str, Any], folder: str | None = None) -> bool:
+        """Write ``record`` (it needs "name" and "type") into ``folder`` (default: the current folder) if the
+        content changed; return whether it did. A record holding a secret value is refused."""
         if not isinstance(record, dict):
             raise RNSError(f"an RNS record must be a dict, got {type(record).__name__}.")
         for field in ("name", "type"):
             if not isinstance(record.get(field), str) or not record[field]:
                 raise RNSError(f"RNS record {record.get('name')!r} needs a non-empty string {field!r} field.")
-        path = self._path(record["name"])
+        where = addresses.canonical_folder(folder) if folder else addresses.current_folder()
+        path = addresses.folder_dir(self.dir, where) / f"{addresses.validate_name(record['name'])}.json"
+        refuse_secret_value(record, str(path))
         try:
-            data = _serialize(record)
+            data = serialize(record)
         except (TypeError, ValueError) as exc:
             raise RNSError(
                 f"RNS record {record['name']!r} is not JSON-serializable: {exc}; use plain JSON values."
             ) from exc
         if path.is_file() and path.read_bytes() == data:
             return False
-        self.dir.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=f".{path.name}.", suffix=".tmp")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
@@ -85,51 +153,98 @@ class GitRNS:
             raise
         return True
 
-    def remove(self, name: str) -> bool:
-        """Delete the record for ``name``; return whether it existed."""
+    def remove(self, address: str) -> bool:
+        """Delete the record ``address`` names (no fallback to other folders); return whether it existed."""
         try:
-            self._path(name).unlink()
+            self.path(address).unlink()
         except FileNotFoundError:
             return False
         return True
 
-    def read(self, name: str) -> dict[str, Any]:
-        """The record for ``name``.
+    def read(self, address: str, folder: str | None = None) -> dict[str, Any]:
+        """The record ``address`` names (relative addresses resolve in ``folder``, default the current folder).
 
-        Raises :class:`ResourceNotFoundError` if there is none, :class:`RecordCorruptError` if its file is unreadable.
+        Raises :class:`ResourceNotFoundError` if there is none, :class:`AmbiguousNameError` if a bare name is only in
+        several other folders, :class:`RecordCorruptError` if its file is unreadable.
         """
-        path = self._path(name)
-        if not path.is_file():
-            known = self.list()
-            shown = ", ".join(known[:20]) + (f", ... ({len(known)} in all)" if len(known) > 20 else "")
-            raise ResourceNotFoundError(
-                f"no RNS record for {name!r} in {self.dir}; deploy the stack that declares it or check the name "
-                f"(known: {shown or 'none'})"
-            )
+        _, name, path = self.locate(address, folder)
         try:
-            record = json.loads(path.read_text(encoding="utf-8"))
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise RecordCorruptError(
-                f"RNS record file {path} is not valid JSON ({exc}): fix it or restore it from git history."
-            ) from exc
-        if not isinstance(record, dict):
-            raise RecordCorruptError(f"RNS record file {path} must hold a JSON object: fix it or restore it from git.")
-        for field in ("name", "type"):
-            if not isinstance(record.get(field), str) or not record[field]:
-                raise RecordCorruptError(
-                    f"RNS record file {path} lacks the {field!r} field: fix it or restore it from git history."
-                )
-        if record["name"] != name:
-            raise RecordCorruptError(
-                f"RNS record file {path} holds name {record['name']!r}, not {name!r}: rename the file or fix the field."
-            )
-        return record
+            data = path.read_bytes()
+        except FileNotFoundError:  # removed since it was located
+            raise ResourceNotFoundError(f"no RNS record for {address!r}: {path} was just removed.") from None
+        return parse(data, str(path), name)
 
-    def list(self) -> list[str]:
-        """The names that have a record, sorted."""
-        if not self.dir.is_dir():
+    def list(self, folder: str | None = None, recursive: bool = False) -> list[str]:
+        """The records of ``folder`` (default: the current folder), sorted: bare names, and with ``recursive``
+        also ``sub/name`` for records of nested folders (each resolves back with ``read(x, folder=folder)``)."""
+        where = addresses.canonical_folder(folder) if folder else addresses.current_folder()
+        base = addresses.folder_dir(self.dir, where)
+        if not base.is_dir():
             return []
-        return sorted(p.stem for p in self.dir.glob("*.json") if p.is_file() and not p.name.startswith("."))
+        if not recursive:
+            return sorted(p.stem for p in base.glob("*.json") if p.is_file() and not p.name.startswith("."))
+        found = []
+        for dirpath, dirnames, filenames in os.walk(base):
+            here = Path(dirpath)
+            dirnames[:] = [d for d in dirnames if not d.startswith(".")
+                           and not (here == self.dir and d == addresses.ABSOLUTE_DIR)]
+            rel = here.relative_to(base).as_posix()
+            found += [(f[:-5] if rel == "." else f"{rel}/{f[:-5]}") for f in filenames
+                      if f.endswith(".json") and not f.startswith(".")]
+        return sorted(found)
+
+    def addresses(self) -> list[str]:
+        """The full address of every record in the store (``~/...`` first, then ``/group/...``), sorted."""
+        local = [addresses.address(addresses.LOCAL, a) for a in self.list(addresses.LOCAL, recursive=True)]
+        groups = [addresses.address("/", a) for a in self.list("/", recursive=True)]
+        return local + groups
+
+    def records(self, folder: str | None = None) -> list[tuple[str, dict[str, Any] | RecordCorruptError]]:
+        """``(full address, record)`` of every record under ``folder`` (default: the whole store), sorted; a record
+        whose file is unreadable comes with its :class:`RecordCorruptError` instead, so a listing never stops."""
+        if folder is None:
+            found = self.addresses()
+        else:
+            where = addresses.canonical_folder(folder)
+            found = [addresses.address(where, a) for a in self.list(where, recursive=True)]
+        out: list[tuple[str, dict[str, Any] | RecordCorruptError]] = []
+        for full in found:
+            try:
+                out.append((full, self.read(full)))
+            except RecordCorruptError as exc:
+                out.append((full, exc))
+        return out
+
+    # --- history (see rh_iac.rns.history) ----------------------------------------------------------------------
+    def history(self, address: str) -> list[Version]:
+        """The versions of ``address``'s record, newest first (see :func:`rh_iac.rns.history.history`)."""
+        from rh_iac.rns import history
+
+        return history.history(self, address)
+
+    def read_at(self, address: str, version: str | int) -> dict[str, Any]:
+        """The record as it was at ``version`` (a commit sha prefix, or an index: 0 newest, 1 the one before)."""
+        from rh_iac.rns import history
+
+        return history.read_at(self, address, version)
+
+    def diff(self, address: str, v1: str | int = 1, v2: str | int | None = None) -> RecordDiff:
+        """The field-level diff of ``address``'s record from ``v1`` to ``v2`` (default: the current file)."""
+        from rh_iac.rns import history
+
+        return history.diff(self, address, v1, v2)
+
+    def rollback(self, address: str, version: str | int) -> dict[str, Any]:
+        """Restore ``address``'s record to ``version`` and pin its spec so the next deploy applies it; commits."""
+        from rh_iac.rns import history
+
+        return history.rollback(self, address, version)
+
+    def unpin(self, address: str) -> bool:
+        """Drop a rollback pin: the next deploy applies the stack file's declaration again; commits."""
+        from rh_iac.rns import history
+
+        return history.unpin(self, address)
 
     # --- git --------------------------------------------------------------------------------------------------------
     def ensure_repo(self) -> None:
@@ -171,6 +286,21 @@ class GitRNS:
         except git.GitCommandError:
             return {k: v for k, v in _FALLBACK_IDENTITY.items() if k not in os.environ}
 
+    @staticmethod
+    def _start_index(repo: git.Repo, head: str | None, env: dict[str, str]) -> None:
+        """Fill the temporary index with HEAD's tree. Starting from a copy of the real index keeps its cached stat
+        data (``read-tree -m`` reuses it for unchanged paths), so ``git add`` need not re-hash every record."""
+        index = Path(repo.git_dir) / "index"
+        if head is not None and index.is_file():
+            try:
+                shutil.copyfile(index, env["GIT_INDEX_FILE"])
+                repo.git.read_tree("-m", head, env=env)
+                return
+            except (OSError, git.GitCommandError):
+                pass  # e.g. an index in the middle of a merge: start from the tree alone
+        Path(env["GIT_INDEX_FILE"]).unlink(missing_ok=True)
+        repo.git.read_tree(head or "--empty", env=env)
+
     def commit(self, message: str) -> str | None:
         """Commit the changes under the RNS directory (only those) and return the commit's hexsha, or None if none.
 
@@ -186,7 +316,7 @@ class GitRNS:
             env = {"GIT_INDEX_FILE": str(Path(tmp) / "index")}
             try:
                 head = repo.head.commit.hexsha if repo.head.is_valid() else None
-                repo.git.read_tree(head or "--empty", env=env)
+                self._start_index(repo, head, env)
                 if self.dir.exists() or repo.git.ls_files("--", rel, env=env):  # else git add finds no such path
                     repo.git.add("-A", "--", *pathspec, env=env)
                 if head is None and not repo.git.ls_files(env=env):
@@ -207,19 +337,3 @@ class GitRNS:
                     f"{exc.stderr.strip() or exc}; run `git reset -q -- {rel}`."
                 ) from exc
         return new
-
-    def history(self, name: str) -> list[dict[str, str]]:
-        """The commits that touched ``name``'s record, newest first: hexsha, author, time (ISO 8601), message."""
-        repo = self._repo()
-        rel = f"{self._relpath(repo)}/{_validate_name(name)}.json"
-        if not repo.head.is_valid():
-            return []
-        return [
-            {
-                "hexsha": c.hexsha,
-                "author": f"{c.author.name} <{c.author.email}>",
-                "time": c.committed_datetime.isoformat(),
-                "message": c.message.strip(),
-            }
-            for c in repo.iter_commits(paths=rel)
-        ]

@@ -343,7 +343,7 @@ def render(stack: Stack, state_dir: Path) -> dict[str, dict[str, Any]]:
     URL (a Folder on existing storage, Tables and Blobs) and an Env is omitted. Invalid stack config raises
     :class:`~rh_iac.errors.StackConfigError` before any resource is registered."""
     config = StackConfig(pulumi.Config("rh_iac").get, pulumi.get_stack())
-    region = stack_region("aws", config, pulumi.Config("aws").get)
+    region = stack_region("aws", config, pulumi.Config("aws").get, stack.region)
     ours = [r for r in stack if r.provider == "aws"]
     settings = {c.name: cluster_settings(c, config, region) for c in ours if isinstance(c, Cluster)}
     values = {s.name: secret_value(s, state_dir) for s in ours if isinstance(s, SecretDecl)}

@@ -271,7 +271,7 @@ def render(stack: Stack, state_dir: Path) -> dict[str, dict[str, Any]]:
     """
     config = StackConfig(pulumi.Config("rh_iac").get, pulumi.get_stack())
     gcp_config = StackConfig(pulumi.Config("gcp").get, pulumi.get_stack(), namespace="gcp")
-    region = stack_region("gcp", config, pulumi.Config("gcp").get)
+    region = stack_region("gcp", config, pulumi.Config("gcp").get, stack.region)
     ours = [r for r in stack if r.provider == "gcp"]
     settings = {c.name: cluster_settings(c, config, region) for c in ours if isinstance(c, Cluster)}
     configured_zone = config.text("zone") or gcp_config.text("zone")
