@@ -319,7 +319,7 @@ def preview(stack_name: str = "local", project: Project | None = None, *, destro
         resource = stack[change.name] if change.name in stack and not is_child(change) else None
         try:
             before = rns.read(f"{LOCAL}/{change.name}")
-        except LookupError:
+        except RNSError:  # none yet, or hand-broken: the deploy writes it anew
             before = None
         after = None
         if resource is None:  # removed from the stack file: deploy marks its record destroyed, if the record is ours

@@ -29,7 +29,7 @@ SETUP = [f"echo step {i} >> /var/log/rh_iac-setup.log" for i in range(5)] + ["ap
 TAGGABLE = {"aws:s3/bucket:Bucket", "aws:secretsmanager/secret:Secret", "aws:ec2/securityGroup:SecurityGroup",
             "aws:ec2/instance:Instance", "aws:iam/role:Role", "aws:iam/instanceProfile:InstanceProfile",
             "aws:ec2/vpc:Vpc", "aws:ec2/subnet:Subnet", "aws:ec2/internetGateway:InternetGateway",
-            "aws:ec2/routeTable:RouteTable"}
+            "aws:ec2/routeTable:RouteTable", "aws:s3/bucketObjectv2:BucketObjectv2"}
 
 
 def computed(args) -> dict:
@@ -98,7 +98,8 @@ def test_components_and_their_children(rendered):
         "rh:aws:Secret": {"aws:secretsmanager/secret:Secret", "aws:secretsmanager/secretVersion:SecretVersion"},
         "rh:aws:DaskCluster": {"aws:ec2/securityGroup:SecurityGroup", "aws:ec2/instance:Instance",
                                "aws:iam/role:Role", "aws:iam/rolePolicy:RolePolicy",
-                               "aws:iam/instanceProfile:InstanceProfile", "rh:aws:Bucket", "rh:aws:Secret"},
+                               "aws:iam/instanceProfile:InstanceProfile", "rh:aws:Bucket", "rh:aws:Secret",
+                               "aws:s3/bucketObjectv2:BucketObjectv2"},
     }
     assert r.types() == set(children) | set().union(*children.values())
     for resource in r.resources:
@@ -230,9 +231,12 @@ def test_iam_policies_are_scoped_to_the_stack_bucket_prefixes_and_secrets(render
         return lists, objects
 
     data, status = "arn:aws:s3:::aws-data-0f3a", "arn:aws:s3:::aws-cluster-status-0f3a"
-    assert s3_scopes(worker) == ({(status, ("status", "status/*")), (data, ("aws-data", "aws-data/*"))},
-                                 {f"{status}/status/*", f"{data}/aws-data/*"})
-    assert s3_scopes(scheduler) == ({(status, ("status", "status/*"))}, {f"{status}/status/*"})
+    # every node: its status prefix, and dist/ where this client's rh_iac source is uploaded for it to install
+    assert s3_scopes(worker) == ({(status, ("status", "status/*")), (status, ("dist", "dist/*")),
+                                  (data, ("aws-data", "aws-data/*"))},
+                                 {f"{status}/status/*", f"{status}/dist/*", f"{data}/aws-data/*"})
+    assert s3_scopes(scheduler) == ({(status, ("status", "status/*")), (status, ("dist", "dist/*"))},
+                                    {f"{status}/status/*", f"{status}/dist/*"})
     trust = json.loads(rendered.one("aws:iam/role:Role", "aws-cluster-worker-role").inputs["assumeRolePolicy"])
     assert trust["Statement"][0]["Principal"] == {"Service": "ec2.amazonaws.com"}
     profiles = {x.name: x.inputs["role"] for x in rendered.of_type("aws:iam/instanceProfile:InstanceProfile")}
@@ -254,6 +258,11 @@ def test_user_data_is_small_and_holds_references_only(rendered):
     assert "tls://10.0.1.10:8786" in worker  # workers find the scheduler at its private IP
     assert f"{arn}aws-cluster-scheduler-key-AbCdEf" in scheduler and "aws-token" not in scheduler
     assert "package-26>=1.26" in worker and "s3://aws-cluster-status-0f3a/status/" in worker
+    # nodes install this client's rh_iac from the archive uploaded beside the status prefix, not from an index
+    upload = rendered.one("aws:s3/bucketObjectv2:BucketObjectv2", "aws-cluster-rh-iac-source").inputs
+    assert upload["key"].startswith("dist/rh_iac-") and upload["key"].endswith(".tar.gz")
+    for text in (worker, scheduler):
+        assert f"s3://aws-cluster-status-0f3a/{upload['key']}" in text
     # the values do go somewhere: into Secrets Manager, as Pulumi secrets (encrypted in state), not into user-data
     versions = {x.name: secret_input(x.inputs["secretString"]) for x in rendered.of_type(
         "aws:secretsmanager/secretVersion:SecretVersion")}

@@ -82,7 +82,8 @@ def test_components_and_their_children(rendered):
         "rh:gcp:DaskCluster": {"gcp:compute/firewall:Firewall", "gcp:compute/instance:Instance",
                                "gcp:serviceaccount/account:Account",
                                "gcp:secretmanager/secretIamMember:SecretIamMember",
-                               "gcp:storage/bucketIAMMember:BucketIAMMember", "rh:gcp:Bucket", "rh:gcp:Secret"},
+                               "gcp:storage/bucketIAMMember:BucketIAMMember", "rh:gcp:Bucket", "rh:gcp:Secret",
+                               "gcp:storage/bucketObject:BucketObject"},  # this client's rh_iac, for the nodes
     }
     assert r.types() == set(children) | set().union(*children.values())
     for resource in r.resources:
@@ -174,6 +175,8 @@ def test_service_accounts_have_least_privilege(rendered):
     assert bucket_grants == {
         (email["scheduler"], status, admin, gcp_render.prefix_condition(status, "status")),
         (email["worker"], status, admin, gcp_render.prefix_condition(status, "status")),
+        (email["scheduler"], status, admin, gcp_render.prefix_condition(status, "dist")),
+        (email["worker"], status, admin, gcp_render.prefix_condition(status, "dist")),
         (email["worker"], data, admin, gcp_render.prefix_condition(data, "gcp-data")),
     }
     assert gcp_render.prefix_condition(data, "gcp-data").startswith(

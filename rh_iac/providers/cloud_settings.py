@@ -295,13 +295,28 @@ def env_var_for(secret_name: str) -> str:
     return secret_name.upper().replace("-", "_")
 
 
+def rh_iac_source(state_dir: Path) -> Path | None:
+    """This client's rh_iac as a source archive (under ``state_dir/dist``) for the nodes to install, so they run
+    exactly its code; None when rh_iac is installed from a published release (the nodes then pip install that)."""
+    from rh_iac.errors import NodeConfigError
+    from runtime.bootstrap import source_archive
+
+    try:
+        return source_archive(Path(state_dir) / "dist")
+    except NodeConfigError:
+        return None
+
+
 def node_user_data(cloud: str, role: str, stack: str, cluster: Cluster, settings: ClusterSettings,
-                   secret_refs: dict[str, str], status_url: str, scheduler_address: str | None = None) -> str:
-    """The node's cloud-init text (:func:`runtime.bootstrap.user_data`): references to secrets, never their values."""
+                   secret_refs: dict[str, str], status_url: str, scheduler_address: str | None = None,
+                   rh_iac_requirement: str | None = None) -> str:
+    """The node's cloud-init text (:func:`runtime.bootstrap.user_data`): references to secrets, never their values.
+    ``rh_iac_requirement``: the URL of :func:`rh_iac_source` uploaded to the cluster's bucket (default: the index)."""
     from runtime.bootstrap import NodeConfig, user_data
 
     env = cluster.env
-    return user_data(NodeConfig(
+    source = {"rh_iac_requirement": rh_iac_requirement} if rh_iac_requirement else {}
+    return user_data(NodeConfig(**source,
         cloud=cloud, role=role, stack=stack, cluster=cluster.name, region=settings.region,
         secret_refs=dict(secret_refs), status_url=status_url,
         packages=tuple(env.packages) if env else (), env_vars=dict(env.env_vars) if env else {},

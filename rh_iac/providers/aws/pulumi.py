@@ -45,6 +45,7 @@ from rh_iac.providers.cloud_settings import (
     env_var_for,
     folder_prefix,
     node_user_data,
+    rh_iac_source,
     remote_folder,
     secret_value,
     stack_region,
@@ -162,6 +163,12 @@ class DaskCluster(pulumi.ComponentResource):
 
         status = Bucket(f"{name}-status", tags=self._tags(f"{name}-status"), force_destroy=True, opts=self._child)
         self.status_url = pulumi.Output.concat("s3://", status.bucket_name, "/status/")
+        source, requirement = rh_iac_source(state_dir), None  # this client's rh_iac, for the nodes to install
+        if source is not None:
+            source_object = aws.s3.BucketObjectv2(
+                f"{name}-rh-iac-source", bucket=status.bucket_name, key=f"dist/{source.name}",
+                source=pulumi.FileAsset(str(source)), tags=self._tags(f"{name}-rh-iac-source"), opts=self._child)
+            requirement = pulumi.Output.concat("s3://", source_object.bucket, "/", source_object.key)
         tls_paths, pems = cluster_tls(state_dir, stack, name)
         tls_secrets = {field: Secret(f"{name}-{field.replace('_', '-')}", value=pem,
                                      description=f"rh_iac {stack}/{name}: {field.replace('_', ' ')}",
@@ -174,17 +181,17 @@ class DaskCluster(pulumi.ComponentResource):
             refs = {key: tls_secrets[field].arn for key, field in TLS_REFS[role].items()}
             if role == "worker":
                 refs.update(user_secrets)
-            locations = [(status.arn, "status")] + ([(b.arn, prefix) for b, prefix in folders] if role == "worker"
-                                                    else [])
+            locations = ([(status.arn, "status")] + ([(status.arn, "dist")] if source is not None else [])
+                         + ([(b.arn, prefix) for b, prefix in folders] if role == "worker" else []))
             profile, policy = self._role(name, role, refs, locations)
             roles[role] = _NodeRole(profile, policy, refs)
 
         def boot(role: str, scheduler_ip: pulumi.Input[str] | None = None) -> pulumi.Output[str]:
             refs = roles[role].refs
             keys = list(refs)
-            return pulumi.Output.all(self.status_url, scheduler_ip, *refs.values()).apply(
-                lambda v: node_user_data("aws", role, stack, cluster, settings, dict(zip(keys, v[2:])), v[0],
-                                         f"tls://{v[1]}:{SCHEDULER_PORT}" if v[1] else None))
+            return pulumi.Output.all(self.status_url, scheduler_ip, requirement, *refs.values()).apply(
+                lambda v: node_user_data("aws", role, stack, cluster, settings, dict(zip(keys, v[3:])), v[0],
+                                         f"tls://{v[1]}:{SCHEDULER_PORT}" if v[1] else None, v[2]))
 
         common = dict(subnet_id=subnet_id, vpc_security_group_ids=[group.id],
                       associate_public_ip_address=settings.public_ip, instance_initiated_shutdown_behavior="terminate",
@@ -194,7 +201,8 @@ class DaskCluster(pulumi.ComponentResource):
 
         def boot_after(role: str) -> pulumi.ResourceOptions:
             """A node boots once what it fetches exists: its policy, its secrets' values, the status bucket."""
-            needed = [roles[role].policy, status, *tls_secrets.values(), *(secrets.values() if role == "worker" else ())]
+            needed = [roles[role].policy, status, *tls_secrets.values(), *(secrets.values() if role == "worker" else ()),
+                      *([source_object] if source is not None else [])]
             return pulumi.ResourceOptions(parent=self, depends_on=needed)
 
         scheduler = aws.ec2.Instance(

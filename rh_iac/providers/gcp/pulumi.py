@@ -45,6 +45,7 @@ from rh_iac.providers.cloud_settings import (
     env_var_for,
     folder_prefix,
     node_user_data,
+    rh_iac_source,
     remote_folder,
     secret_value,
     stack_region,
@@ -153,6 +154,13 @@ class DaskCluster(pulumi.ComponentResource):
         status = Bucket(f"{name}-status", location=settings.region, labels=self._labels(), force_destroy=True,
                         opts=self._child)
         self.status_url = pulumi.Output.concat("gs://", status.bucket_name, "/status/")
+        source, requirement = rh_iac_source(state_dir), None  # this client's rh_iac, for the nodes to install
+        uploads = []
+        if source is not None:
+            uploads = [gcp.storage.BucketObject(f"{name}-rh-iac-source", bucket=status.bucket_name,
+                                                name=f"dist/{source.name}", source=pulumi.FileAsset(str(source)),
+                                                opts=self._child)]
+            requirement = pulumi.Output.concat("gs://", uploads[0].bucket, "/", uploads[0].name)
         tls_paths, pems = cluster_tls(state_dir, stack, name)
         tls_secrets = {field: Secret(f"{name}-{field.replace('_', '-')}",
                                      secret_id=f"{stack}-{name}-{field.replace('_', '-')}", value=pem,
@@ -167,7 +175,7 @@ class DaskCluster(pulumi.ComponentResource):
             member = pulumi.Output.concat("serviceAccount:", account.email)
             granted = {field: tls_secrets[field] for field in TLS_REFS[role].values()}
             refs[role] = {key: tls_secrets[field].ref for key, field in TLS_REFS[role].items()}
-            locations = [(status, "status")]
+            locations = [(status, "status")] + ([(status, "dist")] if source is not None else [])
             if role == "worker":
                 granted.update({f"secret-{n}": s for n, s in secrets.items()})
                 refs[role].update({f"secret:{env_var_for(n)}": s.ref for n, s in secrets.items()})
@@ -191,9 +199,9 @@ class DaskCluster(pulumi.ComponentResource):
 
         def boot(role: str, scheduler_ip: pulumi.Input[str] | None = None) -> pulumi.Output[str]:
             keys = list(refs[role])
-            return pulumi.Output.all(self.status_url, scheduler_ip, *refs[role].values()).apply(
-                lambda v: node_user_data("gcp", role, stack, cluster, settings, dict(zip(keys, v[2:])), v[0],
-                                         f"tls://{v[1]}:{SCHEDULER_PORT}" if v[1] else None))
+            return pulumi.Output.all(self.status_url, scheduler_ip, requirement, *refs[role].values()).apply(
+                lambda v: node_user_data("gcp", role, stack, cluster, settings, dict(zip(keys, v[3:])), v[0],
+                                         f"tls://{v[1]}:{SCHEDULER_PORT}" if v[1] else None, v[2]))
 
         def instance(node: str, role: str, machine_type: str, user_data: pulumi.Output[str],
                      scheduling: dict[str, Any], tags: list[str]) -> gcp.compute.Instance:
@@ -212,7 +220,8 @@ class DaskCluster(pulumi.ComponentResource):
                                           "enable_integrity_monitoring": True},
                 scheduling=scheduling, tags=tags, labels=self._labels(role=role), allow_stopping_for_update=True,
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[  # what the node fetches at boot exists first
-                    *grants[role], status, *tls_secrets.values(), *(secrets.values() if role == "worker" else ())]))
+                    *grants[role], status, *tls_secrets.values(), *(secrets.values() if role == "worker" else ()),
+                    *uploads]))
 
         standard = {"provisioning_model": "STANDARD", "preemptible": False, "automatic_restart": True,
                     "on_host_maintenance": "MIGRATE"}
