@@ -151,7 +151,10 @@ def rns_history(c, name, json=False):
     from rh_iac.rns import views
 
     rns = _rns()
-    views.history(_console(), name, rns.history(name), json)
+    versions = rns.history(name)
+    if not versions:
+        rns.read(name)  # no history and no record: say so, with close matches, rather than print nothing
+    views.history(_console(), name, versions, json)
 
 
 @task(name="diff", help={"name": "an RNS address", "v1": "from this version (sha prefix or index; default 1)",

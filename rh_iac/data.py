@@ -126,6 +126,7 @@ def write_table(
     _lineage(table, "w")
     if not overwrite and fs.exists(path):
         raise FileExistsError(f"{table.label} already has data at {url}; pass overwrite=True to replace it.")
+    _check_replaceable(fs, path, url, table)
 
     parent = path.rsplit("/", 1)[0] if "/" in path else ""
     tmp = _sibling(path, "tmp")
@@ -138,6 +139,33 @@ def write_table(
         if isinstance(exc, Exception):
             exc.add_note(f"rh_iac: writing {table.label} to {url} failed; its previous data (if any) is unchanged.")
         raise
+
+
+#: what a parquet dataset holds besides its data files; anything else at a table's URL is not the table's to replace
+_DATASET_METADATA = (SCHEMA_FILE, "_metadata", "_SUCCESS")
+
+
+def _check_replaceable(fs, path: str, url: str, table: "Table") -> None:
+    """Refuse (:class:`~rh_iac.errors.NotATableError`) before anything is written when ``url`` holds something other
+    than a parquet dataset: replacing a table swaps its whole directory out and deletes the old one, so a URL that
+    points elsewhere (a hand-edited or pulled RNS record, a mistyped path) must never get that far."""
+    if not fs.exists(path):
+        return
+    if not fs.isdir(path):
+        others = [path]
+    else:
+        others = [f for f in fs.find(path)
+                  if not _is_data_file(f[len(path):]) and f.rsplit("/", 1)[-1] not in _DATASET_METADATA]
+    if others:
+        from rh_iac.errors import NotATableError
+
+        shown = ", ".join(o[len(path):].lstrip("/") or o for o in others[:3])
+        raise NotATableError(
+            f"{table.label}: {url} holds files that are not part of a parquet dataset ({shown}"
+            f"{f', ... {len(others)} in all' if len(others) > 3 else ''}); rh_iac replaces a table's whole directory, "
+            f"so it refuses to. If that URL is wrong, fix the table's folder (or its RNS record: `invoke rns.show "
+            f"{table.name}`); if the data is yours to drop, move it away first."
+        )
 
 
 def _write_any(fs, root: str, df: Any, table: "Table", rows_per_file: int, *, basename: str = "part-{i}",

@@ -173,6 +173,10 @@ class BucketNotFoundError(StoragePathNotFoundError):
     """The bucket of a Folder's object-store URL (s3://bucket/..., gs://bucket/...) does not exist or is not visible."""
 
 
+class NotATableError(StorageError):
+    """A table's URL holds files that are not a parquet dataset: rh_iac will not replace (and so delete) them."""
+
+
 class StorageCopyError(StorageError):
     """A copy between storages failed midway; the destination was not left looking complete."""
 

@@ -95,6 +95,31 @@ def test_overwrite_replaces_and_overwrite_false_refuses(tmp_path):
     assert _siblings(table) == ["events"]  # no temporary or old directories left behind
 
 
+def test_a_table_never_replaces_a_directory_that_is_not_a_dataset(tmp_path):
+    """A table's write swaps its directory out and deletes the old one: pointed (by a bad record, a wrong path) at a
+    directory of other files, it must refuse before writing anything, and leave every file where it was."""
+    from rh_iac.errors import NotATableError
+
+    precious = tmp_path / "etc-like"
+    (precious / "ssl").mkdir(parents=True)
+    (precious / "passwd").write_text("root:x:0:0\n")
+    (precious / "ssl" / "cert.pem").write_text("PEM")
+    (precious / "part-0.parquet").write_bytes(b"not even parquet")
+    before = sorted(p.relative_to(precious).as_posix() for p in precious.rglob("*"))
+    table = _table(tmp_path)
+    table.outputs["url"] = precious.as_uri()
+    with pytest.raises(NotATableError, match=r"Table 'events'.*passwd.*refuses"):
+        data.write_table(table, _frame(3))
+    assert sorted(p.relative_to(precious).as_posix() for p in precious.rglob("*")) == before
+    assert sorted(os.listdir(tmp_path)) == ["etc-like"]  # no temporary directory left beside it
+    single = tmp_path / "a-file"
+    single.write_text("x")
+    table.outputs["url"] = single.as_uri()
+    with pytest.raises(NotATableError):
+        data.write_table(table, _frame(3))
+    assert single.read_text() == "x"
+
+
 def test_unconvertible_data_leaves_previous_data_intact(tmp_path):
     import pyarrow as pa
 

@@ -167,6 +167,25 @@ def test_invoke_check_fails_on_commits_by_authors_without_write_access(proj):
     bad = proj.invoke("check", "--base", base, check=False)
     assert bad.returncode == 1
     assert "bob@x.com" in bad.stderr and "rns/_folders/ml/flights.json" in bad.stderr and "/ml/flights" in bad.stderr
+    # a base CI cannot see (a shallow clone, an unfetched origin/main) fails the check instead of passing it
+    with pytest.raises(GroupDeclarationError, match="revision 'origin/nosuch' is not a commit"):
+        check_changes("origin/nosuch", root=proj.root)
+    unknown = proj.invoke("check", "--base", "origin/nosuch", check=False)
+    assert unknown.returncode == 1 and "git fetch" in unknown.stderr
+
+
+def test_the_identity_checked_is_the_identity_that_commits(proj, monkeypatch):
+    """A write allowed for $RH_IAC_USER_EMAIL is committed as that author, so `invoke check` judges the same person."""
+    from rh_iac.project import Project
+
+    base = _git(proj.root, "rev-parse", "HEAD").strip()
+    monkeypatch.setenv("RH_IAC_USER_EMAIL", "alice@x.com")
+    rns = Project(proj.root).rns()
+    check_write("/ml/flights", root=proj.root)
+    rns.write({"name": "flights", "type": "table", "spec": {"folder": "datasets"}}, folder="/ml")
+    rns.commit("rns: alice adds flights")
+    assert _git(proj.root, "log", "-1", "--format=%ae").strip() == "alice@x.com"
+    assert check_changes(base, root=proj.root) == []
 
 
 def test_share_writes_a_reviewable_grant_into_the_groups_file(proj):

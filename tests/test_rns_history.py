@@ -11,7 +11,7 @@ import pytest
 from rns_helpers import git, hermetic_git, init_repo
 
 from conftest import CANARY
-from rh_iac.errors import ResourceNotFoundError, RNSError, VersionNotFoundError
+from rh_iac.errors import RecordFieldError, ResourceNotFoundError, RNSError, VersionNotFoundError
 from rh_iac.model import Cluster, Folder, Stack, Table
 from rh_iac.rns import GitRNS
 from rh_iac.rns.history import apply_pins
@@ -264,6 +264,16 @@ def test_rollback_errors_are_named(repo: Path) -> None:
     rns.commit("retyped")
     with pytest.raises(RNSError, match="it was a cluster then and is a folder now"):
         rns.rollback("dev-cluster", 1)
+    # a version that breaks the metadata standard is refused before anything is written or committed
+    rns.write({**cluster(), "spec": {**cluster()["spec"], "workers": "two"}})
+    rns.commit("hand-broken")
+    rns.write(cluster(3))
+    rns.commit("fixed")
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout
+    with pytest.raises(RecordFieldError, match=r"dev-cluster.json at version \w+: spec.workers must be an integer"):
+        rns.rollback("dev-cluster", 1)
+    assert rns.read("dev-cluster")["spec"]["workers"] == 3
+    assert subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout == head
 
 
 def test_an_invalid_pin_fails_before_deploy_with_the_fix(repo: Path) -> None:

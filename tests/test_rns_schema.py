@@ -128,6 +128,23 @@ def test_load_dispatches_by_type_and_binds_dependencies(project: Project, tmp_pa
     assert table.folder.url == data.as_uri()
 
 
+def test_a_table_record_pointing_outside_its_folder_is_refused(project: Project, tmp_path: Path) -> None:
+    """Writing a table replaces its directory: a record (hand-edited, or pulled) whose URL leaves the folder must
+    not load, so nothing can be pointed at /etc through RNS."""
+    data = tmp_path / "data"
+    rns = project.rns()
+    rns.write({"schema_version": 1, "name": "datasets", "type": "folder", "provider": "local", "stack": "local",
+               "spec": {"path": None}, "outputs": {"url": data.as_uri()}, "status": "deployed"})
+    table = {"schema_version": 1, "name": "flights", "type": "table", "provider": "local", "stack": "local",
+             "spec": {"folder": "datasets", "format": "parquet", "partition_on": []}, "status": "deployed"}
+    for outside in ("file:///etc", data.as_uri(), (tmp_path / "data-other" / "flights").as_uri()):
+        rns.write({**table, "outputs": {"url": outside}})
+        with pytest.raises(RecordFieldError, match=r"'flights' \(table\): outputs.url .* is not inside its folder"):
+            rh_iac.load("flights", project=project)
+    rns.write({**table, "outputs": {"url": (data / "flights").as_uri()}})
+    assert rh_iac.load("flights", project=project).url == (data / "flights").as_uri()
+
+
 def test_load_of_a_corrupt_record_names_the_file_and_field(project: Project) -> None:
     rns = project.rns()
     rns.write(cluster_record(workers="two"))

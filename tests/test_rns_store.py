@@ -324,3 +324,21 @@ def test_nested_folder_and_rollback_commits_contain_only_rns_paths(repo: Path) -
     assert git(repo, "log", "-1", "--format=%s") == f"rns: rollback a to {first[:12]}"
     assert git(repo, "diff", "--cached", "--name-only") == "README.md"
     assert git(repo, "diff", "--name-only") == "stacks/local.py"
+
+
+def test_a_commit_narrowed_to_records_leaves_other_edits_uncommitted(repo: Path) -> None:
+    """A run or a rollback commits its own record only, never someone's hand edit of another record."""
+    rns = GitRNS(repo)
+    rns.write(rec("a", v=1))
+    rns.write(rec("b", v=1))
+    rns.commit("both")
+    rns.write(rec("a", v=2))
+    rns.write(rec("b", v=2))  # an unrelated, uncommitted edit
+    sha = rns.commit("only a", only=["a"])
+    changed = subprocess.run(["git", "show", "--name-only", "--format=", sha], cwd=repo, capture_output=True,
+                             text=True, check=True).stdout.split()
+    assert changed == ["rns/a.json"]
+    assert rns.read("b")["v"] == 2  # still there, still uncommitted
+    assert subprocess.run(["git", "status", "--porcelain", "rns"], cwd=repo, capture_output=True,
+                          text=True).stdout.split() == ["M", "rns/b.json"]
+    assert rns.commit("nothing of a", only=["a"]) is None and rns.commit("no such", only=["zzz"]) is None

@@ -271,6 +271,16 @@ def data_url(resource: Resource) -> str | None:
     return None
 
 
+#: per resource kind, the output keys a cloud provider records in RNS (the same names the local provider records)
+OUTPUTS: dict[str, tuple[str, ...]] = {
+    "cluster": ("scheduler_address", "dashboard_url", "tls", "status_url"),
+    "folder": ("url",),
+    "table": ("url",),
+    "blob": ("url",),
+    "secret": ("ref",),
+}
+SCHEDULER_PORT, DASHBOARD_PORT, SSH_PORT = 8786, 8787, 22
+
 #: the TLS material a node fetches at boot, per role: secret_refs key -> ClusterTLS field
 TLS_REFS = {"scheduler": {"tls_ca": "ca_file", "tls_cert": "scheduler_cert", "tls_key": "scheduler_key"},
             "worker": {"tls_ca": "ca_file", "tls_cert": "worker_cert", "tls_key": "worker_key"}}

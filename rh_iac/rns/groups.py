@@ -19,7 +19,8 @@ Rules (what :meth:`Groups.level` computes):
   and ``ml``'s folders written, by ``platform``'s members); a child's defaults override its parent's key by key.
 - A path no access key covers is open to everyone; a user always has write access to their own folder ``@``
   (``/<user>``, see :mod:`rh_iac.rns.addresses`).
-- Users are git author emails (``$RH_IAC_USER_EMAIL``, else ``git config user.email``), compared case-insensitively.
+- Users are git author emails (``$RH_IAC_USER_EMAIL``, which RNS commits are then authored with, else
+  ``$GIT_AUTHOR_EMAIL``, else ``git config user.email``), compared case-insensitively.
 
 Enforcement: the client refuses writes with :class:`~rh_iac.errors.AccessDeniedError` (:func:`check_write`, called
 by remote pushes and by deploy's preflight), and CI runs :func:`check_changes` (``invoke check --base main``) so a
@@ -335,9 +336,10 @@ def defaults_for(group: "str | Group", root: str | os.PathLike[str] | None = Non
 
 
 def current_user_email(root: str | os.PathLike[str] | None = None) -> str | None:
-    """Who is writing: ``$RH_IAC_USER_EMAIL``, else ``git config user.email`` (in ``root``), else None."""
-    email = os.environ.get("RH_IAC_USER_EMAIL")
-    if email:
+    """Who is writing: the email RNS commits are authored with — ``$RH_IAC_USER_EMAIL``, else
+    ``$GIT_AUTHOR_EMAIL``, else ``git config user.email`` (in ``root``) — or None."""
+    email = os.environ.get("RH_IAC_USER_EMAIL") or os.environ.get("GIT_AUTHOR_EMAIL")
+    if email and email.strip():
         return email.strip().lower()
     try:
         out = subprocess.run(["git", "config", "user.email"], cwd=root, capture_output=True, text=True, timeout=10)
@@ -431,10 +433,18 @@ def check_changes(base: str, head: str = "HEAD", root: str | os.PathLike[str] | 
 
     root = Path(root) if root is not None else (_project_root() or Path.cwd())
     repo = git.Repo(root, search_parent_directories=True)
+    for ref in (base, head):  # an unknown revision must fail the check, never pass it (a shallow CI clone...)
+        try:
+            repo.git.rev_parse("--verify", "--quiet", f"{ref}^{{commit}}")
+        except git.GitCommandError:
+            raise GroupDeclarationError(
+                f"access check: revision {ref!r} is not a commit of {repo.working_tree_dir}; fetch it (in CI: "
+                f"`git fetch origin main` and a clone deep enough to hold it) and pass it with --base."
+            ) from None
     try:
         source = repo.git.show(f"{base}:{GROUPS_FILE}")
     except git.GitCommandError:
-        return []
+        return []  # no groups file at the base: nothing is restricted
     with tempfile.TemporaryDirectory(prefix="rh_iac-groups-") as tmp:
         path = Path(tmp) / "_groups.py"
         path.write_text(source)

@@ -348,8 +348,12 @@ def rollback(rns: GitRNS, address: str, version: str | int) -> dict[str, Any]:
         restored = {**old, **live, "pinned": pin}
     else:
         restored = old
+    from rh_iac.rns.schema import display_path, validate_record
+
+    # a version that breaks the metadata standard is refused here, not at the next deploy
+    validate_record(restored, f"{display_path(rns.path(full), rns.root)} at version {target.short}")
     rns.write(restored, folder=folder)
-    rns.commit(f"rns: rollback {name} to {target.short}")
+    rns.commit(f"rns: rollback {name} to {target.short}", only=[full])
     return restored
 
 
@@ -360,7 +364,7 @@ def unpin(rns: GitRNS, address: str) -> bool:
     if "pinned" not in record:
         return False
     rns.write({k: v for k, v in record.items() if k != "pinned"}, folder=folder)
-    rns.commit(f"rns: unpin {name}")
+    rns.commit(f"rns: unpin {name}", only=[addresses.address(folder, name)])
     return True
 
 

@@ -202,14 +202,18 @@ class Run:
             "outputs": {}, "status": status,
         }
 
+    def _address(self) -> str:
+        """Where the run's record lives: its folder (default: the current one) and its name."""
+        from rh_iac.rns.addresses import address, canonical_folder, current_folder
+
+        return address(canonical_folder(self.folder) if self.folder else current_folder(), self.name)
+
     def _check_access(self) -> Any:
         """The project's RNS, once the user's write access to the run's folder is checked (AccessDeniedError)."""
-        from rh_iac.rns.addresses import address, canonical_folder, current_folder
         from rh_iac.rns.groups import check_write
 
         rns = self._rns()
-        check_write(address(canonical_folder(self.folder) if self.folder else current_folder(), self.name),
-                    root=self.project.root)
+        check_write(self._address(), root=self.project.root)
         return rns
 
     def save(self, status: str) -> str | None:
@@ -217,7 +221,8 @@ class Run:
         (:func:`rh_iac.rns.groups.check_write`)."""
         rns = self._check_access()
         rns.write(self.record(status), folder=self.folder)
-        return rns.commit(f"rns: run {self.name} ({status}; {len(self.inputs)} in, {len(self.outputs)} out)")
+        return rns.commit(f"rns: run {self.name} ({status}; {len(self.inputs)} in, {len(self.outputs)} out)",
+                          only=[self._address()])
 
 
 def run(name: str, project: Any = None, *, folder: str | None = None) -> Run:

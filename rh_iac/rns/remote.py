@@ -343,7 +343,8 @@ def pull_all(rns: Any, remote: RemoteRNS, state_root: Path, folder: str = "~",
         rns.write(latest.record, folder=folder)
         state.versions[full] = latest.version
     state.save()
-    return rns.commit(f"rns: pull {len(incoming)} record(s) from {remote.url}") if incoming else None
+    written = [address(folder, full.rsplit("/", 1)[1]) for full, _ in incoming]
+    return rns.commit(f"rns: pull {len(incoming)} record(s) from {remote.url}", only=written) if incoming else None
 
 
 def sync(rns: Any, remote: RemoteRNS, state_root: Path, folder: str = "~") -> tuple[str | None, dict[str, int]]:

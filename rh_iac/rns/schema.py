@@ -175,7 +175,25 @@ def _load_resource(record: dict[str, Any], context: LoadContext) -> Resource:
     resource.status = record.get("status")
     resource.outputs = (absolute_outputs(dict(record.get("outputs") or {}), context.root)
                         if resource.status == "deployed" else {})
+    _check_inside_folder(resource, record, context)
     return resource
+
+
+def _check_inside_folder(resource: Resource, record: dict[str, Any], context: LoadContext) -> None:
+    """A table's or blob's recorded URL must lie inside its folder's: writing a table replaces its whole directory,
+    so a record (hand-edited, or pulled from a shared store) pointing elsewhere is refused when loaded."""
+    url, folder = resource.outputs.get("url"), getattr(resource, "folder", None)
+    folder_url = getattr(folder, "outputs", {}).get("url") if folder is not None else None
+    if not isinstance(url, str) or not isinstance(folder_url, str):
+        return
+    if not url.rstrip("/").startswith(folder_url.rstrip("/") + "/"):
+        from rh_iac.errors import RecordFieldError
+
+        raise RecordFieldError(
+            f"RNS record {record['name']!r} ({record['type']}): outputs.url {url!r} is not inside its folder "
+            f"{folder.name!r} ({folder_url}); fix the record or restore it from git (`invoke rns.history "
+            f"{record['name']}`), then redeploy its stack."
+        )
 
 
 def _load_code(record: dict[str, Any], context: LoadContext) -> Any:

@@ -23,7 +23,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -278,13 +278,17 @@ class GitRNS:
 
     @staticmethod
     def _identity_env(repo: git.Repo) -> dict[str, str]:
-        """Fallback author/committer env when git has no identity; the user's git config is never changed."""
+        """The commit's author: ``$RH_IAC_USER_EMAIL`` when set (the identity access checks judge, see
+        :func:`rh_iac.rns.groups.current_user_email`), else git's own; a fallback identity when git has none. The
+        user's git config is never changed."""
+        override = {"GIT_AUTHOR_EMAIL": os.environ["RH_IAC_USER_EMAIL"].strip()} if os.environ.get(
+            "RH_IAC_USER_EMAIL", "").strip() else {}
         try:
-            repo.git.var("GIT_AUTHOR_IDENT")
+            repo.git.var("GIT_AUTHOR_IDENT", env=override)
             repo.git.var("GIT_COMMITTER_IDENT")
-            return {}
+            return override
         except git.GitCommandError:
-            return {k: v for k, v in _FALLBACK_IDENTITY.items() if k not in os.environ}
+            return {**{k: v for k, v in _FALLBACK_IDENTITY.items() if k not in os.environ}, **override}
 
     @staticmethod
     def _start_index(repo: git.Repo, head: str | None, env: dict[str, str]) -> None:
@@ -301,23 +305,31 @@ class GitRNS:
         Path(env["GIT_INDEX_FILE"]).unlink(missing_ok=True)
         repo.git.read_tree(head or "--empty", env=env)
 
-    def commit(self, message: str) -> str | None:
+    def commit(self, message: str, only: Iterable[str] | None = None) -> str | None:
         """Commit the changes under the RNS directory (only those) and return the commit's hexsha, or None if none.
 
-        The user's other staged and unstaged changes are neither committed nor disturbed; the index entries under the
-        RNS directory are refreshed to the new commit. Concurrent callers are serialized with a lock in the git dir.
+        ``only`` (addresses) narrows the commit to those records: a run or a rollback commits its own record, never
+        someone's uncommitted edit of another. The user's other staged and unstaged changes are neither committed
+        nor disturbed; the index entries under the RNS directory are refreshed to the new commit. Concurrent callers
+        are serialized with a lock in the git dir.
         """
         if not isinstance(message, str) or not message.strip():
             raise RNSError(f"an RNS commit in {self.dir} needs a non-empty message.")
         repo = self._repo()
         rel = self._relpath(repo)
         pathspec = [rel, f":(exclude){rel}/*.tmp"]
+        if only is not None:
+            files = [f"{rel}/{self.path(a).relative_to(self.dir).as_posix()}" for a in only]
+            tracked = set(repo.git.ls_files("--", *files).splitlines()) if files else set()
+            pathspec = [f for f in files if f in tracked or (Path(repo.working_tree_dir) / f).exists()]
+            if not pathspec:
+                return None
         with self._lock(repo), tempfile.TemporaryDirectory(prefix="rh_iac-rns-") as tmp:
             env = {"GIT_INDEX_FILE": str(Path(tmp) / "index")}
             try:
                 head = repo.head.commit.hexsha if repo.head.is_valid() else None
                 self._start_index(repo, head, env)
-                if self.dir.exists() or repo.git.ls_files("--", rel, env=env):  # else git add finds no such path
+                if only is not None or self.dir.exists() or repo.git.ls_files("--", rel, env=env):  # else no path
                     repo.git.add("-A", "--", *pathspec, env=env)
                 if head is None and not repo.git.ls_files(env=env):
                     return None

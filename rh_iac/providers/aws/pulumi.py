@@ -36,6 +36,10 @@ import pulumi_aws as aws
 
 from rh_iac.model import Blob, Cluster, Folder, Secret as SecretDecl, Stack, Table
 from rh_iac.providers.cloud_settings import (
+    DASHBOARD_PORT,
+    OUTPUTS,
+    SCHEDULER_PORT,
+    SSH_PORT,
     TLS_REFS,
     ClusterSettings,
     StackConfig,
@@ -51,16 +55,6 @@ from rh_iac.providers.cloud_settings import (
     stack_region,
 )
 
-#: per resource kind, the output keys recorded in RNS (the same names the local provider records)
-OUTPUTS: dict[str, tuple[str, ...]] = {
-    "cluster": ("scheduler_address", "dashboard_url", "tls", "status_url"),
-    "folder": ("url",),
-    "table": ("url",),
-    "blob": ("url",),
-    "secret": ("ref",),
-}
-
-SCHEDULER_PORT, DASHBOARD_PORT, SSH_PORT = 8786, 8787, 22
 #: Canonical's account, publisher of the Ubuntu AMIs used when no image is configured
 UBUNTU_OWNER = "099720109477"
 _UBUNTU_AMI = "ubuntu/images/hvm-ssd-gp3/ubuntu-noble-24.04-{arch}-server-*"

@@ -36,6 +36,10 @@ import pulumi_gcp as gcp
 
 from rh_iac.model import Blob, Cluster, Folder, Secret as SecretDecl, Stack, Table
 from rh_iac.providers.cloud_settings import (
+    DASHBOARD_PORT,
+    OUTPUTS,
+    SCHEDULER_PORT,
+    SSH_PORT,
     TLS_REFS,
     ClusterSettings,
     StackConfig,
@@ -51,16 +55,6 @@ from rh_iac.providers.cloud_settings import (
     stack_region,
 )
 
-#: per resource kind, the output keys recorded in RNS (the same names the local provider records)
-OUTPUTS: dict[str, tuple[str, ...]] = {
-    "cluster": ("scheduler_address", "dashboard_url", "tls", "status_url"),
-    "folder": ("url",),
-    "table": ("url",),
-    "blob": ("url",),
-    "secret": ("ref",),
-}
-
-SCHEDULER_PORT, DASHBOARD_PORT, SSH_PORT = 8786, 8787, 22
 _UBUNTU_IMAGE = "ubuntu-os-cloud/ubuntu-2404-lts-{arch}"
 _ARM_RE = re.compile(r"^(t2a|c4a|n4a)-")  # Ampere / Axion machine families: arm64 images
 _LABEL_RE = re.compile(r"[^a-z0-9_-]")
