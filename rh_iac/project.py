@@ -29,6 +29,9 @@ class Project:
         """The project containing ``start`` (default: ``$RH_IAC_PROJECT``, else the current directory)."""
         if start is None and os.environ.get("RH_IAC_PROJECT"):
             start = os.environ["RH_IAC_PROJECT"]
+            if not Path(start).is_dir():
+                raise StackFileError(f"RH_IAC_PROJECT={start} is not a folder: point it at a project (a folder with "
+                                     f"a stacks/ subfolder), or unset it to use the current directory.")
         here = Path(start or os.getcwd()).resolve()
         for folder in (here, *here.parents):
             if (folder / "stacks").is_dir():

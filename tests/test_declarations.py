@@ -127,6 +127,14 @@ def test_stack_file_problems(project):
         p.load_stack("named")
 
 
+def test_rh_iac_project_pointing_nowhere_says_so(tmp_path, monkeypatch):
+    from rh_iac.project import Project
+
+    monkeypatch.setenv("RH_IAC_PROJECT", str(tmp_path / "nope"))
+    with pytest.raises(StackFileError, match=r"RH_IAC_PROJECT=.*/nope is not a folder.*unset it"):
+        Project.find()
+
+
 def _project(proj):
     from rh_iac.project import Project
 
