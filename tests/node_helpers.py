@@ -27,6 +27,7 @@ from runtime.bootstrap import NodeConfig, user_data
 from conftest import CANARY
 from moto_server import DUMMY_CREDENTIALS
 
+
 BUCKET = "rh-test-bucket"
 CANARY_VAR = "RH_IAC_CANARY"
 
@@ -157,16 +158,6 @@ def running_agent(config: NodeConfig, env: dict[str, str], tmp_path: Path,
         yield proc
     finally:
         stop_group(proc)
-
-
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 class FakeGcp:

@@ -55,13 +55,20 @@ def project_importable(cluster, root: Path, *modules: str):
         client.run(_forget_project, str(root), modules)
 
 
-def wait_for_file(path: Path, timeout: float = 60) -> str:
-    """The text of ``path`` once a remote call wrote it (a bounded wait, not a timing assertion)."""
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.2):
+    """``predicate()``'s first truthy value, polled for at most ``timeout`` s (a bounded wait, not a timing
+    assertion); AssertionError naming ``what`` when it never comes."""
     import time
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if path.is_file() and path.read_text():
-            return path.read_text()
-        time.sleep(0.05)
-    raise AssertionError(f"{path} was not written within {timeout} s")
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def wait_for_file(path: Path, timeout: float = 60) -> str:
+    """The text of ``path`` once a remote call wrote it."""
+    return wait_for(lambda: path.is_file() and path.read_text(), timeout, f"{path} to be written", interval=0.05)

@@ -13,20 +13,11 @@ from rh_iac.providers.local import dask_cluster
 from rh_iac.tls import ClusterTLS
 
 from conftest import kill_recorded, pid_alive
+from project_helpers import wait_for
 
 pytestmark = pytest.mark.timeout(300)
 
 SPEC = {"workers": 1, "threads_per_worker": 1, "memory_limit": "auto", "autostop_mins": -1, "env_vars": {}}
-
-
-def _wait(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.25)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def _sweep_all(state_dir, tls):
@@ -58,9 +49,9 @@ def test_adaptive_bounds_are_validated():
 def test_an_idle_cluster_stops_itself(state_dir):
     state = dask_cluster.create("idle", {**SPEC, "autostop_mins": 0.05}, state_dir, "t")  # 3 s of idleness
     pids = [state["scheduler_pid"], *state["worker_pids"]]
-    _wait(lambda: dask_cluster.read("idle", state, state_dir) is None, 60, "the idle scheduler to stop")
+    wait_for(lambda: dask_cluster.read("idle", state, state_dir) is None, 60, "the idle scheduler to stop")
     assert dask_cluster.health("idle", state, state_dir)["scheduler"] == "down"
-    _wait(lambda: not any(pid_alive(p) for p in pids), 60, "the workers to follow their scheduler")
+    wait_for(lambda: not any(pid_alive(p) for p in pids), 60, "the workers to follow their scheduler")
     again = dask_cluster.update("idle", state, {**SPEC, "autostop_mins": 0.05}, state_dir, "t")
     assert dask_cluster.read("idle", again, state_dir) is not None
     # it comes back where it was: clients and RNS keep the same address
@@ -78,10 +69,10 @@ def test_adaptive_cluster_scales_up_under_load_and_back_down(state_dir):
         with Client(state["scheduler_address"], security=tls.security("client"), timeout=10) as client:
             assert len(client.scheduler_info()["workers"]) == 1
             futures = client.map(time.sleep, [1.0] * 40, pure=False)
-            _wait(lambda: len(client.scheduler_info()["workers"]) == 3, 60, "the scaler to add workers")
+            wait_for(lambda: len(client.scheduler_info()["workers"]) == 3, 60, "the scaler to add workers")
             client.gather(futures)
             del futures
-            _wait(lambda: len(client.scheduler_info()["workers"]) == 1, 90, "the scaler to retire idle workers")
+            wait_for(lambda: len(client.scheduler_info()["workers"]) == 1, 90, "the scaler to retire idle workers")
         # Terraform sees the declared floor while the scheduler is up: no drift from scaling
         assert dask_cluster.read("elastic", state, state_dir)["workers"] == 1
         assert dask_cluster.health("elastic", state, state_dir)["adaptive"] == (1, 3)
@@ -101,7 +92,7 @@ def test_autostopped_stack_shows_stopped_and_deploy_brings_it_back(project):
         "    Cluster('nap-cluster', workers=1, autostop_mins=0.2)  # 12 s\n"
     ))
     project.invoke("deploy", "--stack", "nap")
-    _wait(lambda: "stopped" in project.invoke("status", "--stack", "nap").stdout, 60, "status to say stopped")
+    wait_for(lambda: "stopped" in project.invoke("status", "--stack", "nap").stdout, 60, "status to say stopped")
     assert "create" in project.invoke("preview", "--stack", "nap").stdout
     commits = project.commits()
     project.invoke("deploy", "--stack", "nap")

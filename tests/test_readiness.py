@@ -20,7 +20,8 @@ from runtime.readiness import wait_ready
 from conftest import CANARY
 from moto_server import moto_s3, s3_env  # noqa: F401 - fixtures
 from runtime.bootstrap import NodeConfig
-from node_helpers import CANARY_VAR, FakeAwsCloud, FakeGcp, free_port, running_agent, user_data, wait_for
+from node_helpers import CANARY_VAR, FakeAwsCloud, FakeGcp, free_port, running_agent, user_data
+from project_helpers import wait_for
 
 
 @pytest.fixture
