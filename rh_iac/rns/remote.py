@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rh_iac.errors import RecordConflictError, RemoteStoreError, ResourceNotFoundError, RNSError
+from rh_iac.files import write_atomic
 
 if TYPE_CHECKING:  # pragma: no cover
     from rh_iac.rns.groups import Groups
@@ -205,10 +206,7 @@ class RemoteRNS:
         path, data = f"{self._dir(key)}/latest", json.dumps({"version": version}).encode()
         try:
             if self._link:
-                fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
-                with os.fdopen(fd, "wb") as fh:
-                    fh.write(data)
-                os.replace(tmp, path)
+                write_atomic(path, data)
             else:
                 self.fs.pipe_file(path, data)
         except OSError:
@@ -268,9 +266,7 @@ class SyncState:
 
     def save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.versions, indent=2, sort_keys=True))
-        os.replace(tmp, self.path)
+        write_atomic(self.path, json.dumps(self.versions, indent=2, sort_keys=True).encode())
 
 
 def push_all(rns: Any, remote: RemoteRNS, state_root: Path, folder: str = "~") -> dict[str, int]:

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import git
 
 from rh_iac.errors import AmbiguousNameError, RecordCorruptError, ResourceNotFoundError, RNSError
+from rh_iac.files import write_atomic
 from rh_iac.rns import addresses
 from rh_iac.rns.schema import refuse_secret_value
 
@@ -142,15 +143,7 @@ class GitRNS:
         if path.is_file() and path.read_bytes() == data:
             return False
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomic(path, data)
         return True
 
     def remove(self, address: str) -> bool:

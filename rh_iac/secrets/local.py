@@ -14,7 +14,6 @@ import os
 import re
 import secrets
 import stat
-import tempfile
 from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken
@@ -22,6 +21,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from rh_iac.errors import SecretError
+from rh_iac.files import write_atomic
 
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,127}$")
 _SUFFIX = ".secret"
@@ -52,21 +52,6 @@ def _mkdir_private(path: Path) -> None:
     """Create ``path`` (and parents) if missing and make ``path`` itself 0700."""
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
     os.chmod(path, 0o700)
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` as a 0600 file, atomically (temp file in the same dir, then ``os.replace``)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class LocalSecretStore:
@@ -139,7 +124,7 @@ class LocalSecretStore:
         fernet = self._load_key()
         _mkdir_private(self.root)
         payload = json.dumps({"name": name, "value": value}).encode()
-        _atomic_write(path, fernet.encrypt(payload))
+        write_atomic(path, fernet.encrypt(payload), mode=0o600, fsync=True)
         return self.fingerprint_of(value)
 
     def get(self, name: str) -> str:
