@@ -129,10 +129,11 @@ def test_secret_values_for_the_cloud(tmp_path, monkeypatch):
         generated = Secret("generated", generate=True)
     with pytest.raises(SecretError, match="RH_IAC_T_GIVEN is not set"):
         secret_value(given, tmp_path)
-    monkeypatch.setenv("RH_IAC_T_GIVEN", "v1")
-    assert secret_value(given, tmp_path) == "v1"
+    value = "given-secret-4c9e1f7a2b"  # long and distinctive: random ciphertext cannot contain it by chance
+    monkeypatch.setenv("RH_IAC_T_GIVEN", value)
+    assert secret_value(given, tmp_path) == value
     monkeypatch.delenv("RH_IAC_T_GIVEN")
-    assert secret_value(given, tmp_path) == "v1"  # kept (encrypted) for the next deploy without the variable
+    assert secret_value(given, tmp_path) == value  # kept (encrypted) for the next deploy without the variable
     first = secret_value(generated, tmp_path)
     assert len(first) >= 20 and secret_value(generated, tmp_path) == first  # generated once, then stable
-    assert "v1" not in "".join(p.read_bytes().decode("latin-1") for p in tmp_path.rglob("*") if p.is_file())
+    assert value not in "".join(p.read_bytes().decode("latin-1") for p in tmp_path.rglob("*") if p.is_file())
